@@ -1,0 +1,50 @@
+"""Low-level readers shared by the format readers: JSON with clear errors, image sizes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from posebh.data.errors import DataFileError
+
+
+def load_json(path: str | Path) -> Any:
+    """Load a JSON file; every failure names the file and the problem."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataFileError(p, "file not found" if not p.exists() else "not a regular file")
+    try:
+        with p.open("rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise DataFileError(p, f"cannot read: {e.strerror or e}") from e
+    if not raw.strip():
+        raise DataFileError(p, "file is empty")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataFileError(p, f"not UTF-8 text (byte {e.start}: {e.reason})") from e
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataFileError(p, f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
+
+
+def require_keys(obj: Any, keys: tuple[str, ...], path: str | Path, what: str = "top level") -> None:
+    if not isinstance(obj, dict):
+        raise DataFileError(path, f"expected a JSON object at the {what}, found {type(obj).__name__}")
+    missing = [k for k in keys if k not in obj]
+    if missing:
+        raise DataFileError(path, f"missing key(s) {missing} at the {what}")
+
+
+def image_size(path: str | Path) -> tuple[int, int] | None:
+    """(width, height) from the image header only, or None if the image is missing or unreadable."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (FileNotFoundError, IsADirectoryError, UnidentifiedImageError, OSError):
+        return None
