@@ -77,4 +77,23 @@ def read(format: str, **sources) -> pd.DataFrame:
     return df
 
 
-__all__ = ["read", "readers", "register_reader", "READERS", "DataFileError", "UnsafePathError"]
+def read_sources(sources: list[dict] | None) -> dict[str, pd.DataFrame]:
+    """Read a list of source specs ``{format: ..., **reader arguments}`` into one table per kind.
+
+    Returns ``{"instances": ..., "images": ..., "detections": ...}``; kinds with no source are
+    empty tables of their schema, so a dataset that is not configured flows through as empty.
+    """
+    from posebh.data.schema import concat
+
+    _load_readers()
+    parts: dict[str, list[pd.DataFrame]] = {kind: [] for kind in TABLES}
+    for i, spec in enumerate(sources or []):
+        if not isinstance(spec, dict) or "format" not in spec:
+            raise ValueError(f"source #{i} must be a mapping with a 'format' key, got {spec!r}")
+        args = dict(spec)
+        fmt = args.pop("format")
+        parts[READER_TABLES.get(fmt, "instances")].append(read(fmt, **args))
+    return {kind: concat(tables, TABLES[kind]) for kind, tables in parts.items()}
+
+
+__all__ = ["read", "read_sources", "readers", "register_reader", "READERS", "DataFileError", "UnsafePathError"]

@@ -68,6 +68,8 @@ IMAGE_COLUMNS: tuple[Column, ...] = tuple(
 
 #: Detection table (COCO detection-results files: person or animal boxes with scores).
 DETECTION_COLUMNS: tuple[Column, ...] = (
+    Column("dataset", "string", doc="the dataset whose images the boxes are on"),
+    Column("split", "string"),
     Column("image_id", "int64"),
     Column("category_id", "int64"),
     Column("bbox", "array", doc="float64[4]: x, y, w, h"),

@@ -1,0 +1,1 @@
+"""Kedro glue: one package per pipeline, each with thin nodes over the posebh library."""
