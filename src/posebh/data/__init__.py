@@ -60,7 +60,8 @@ def _load_readers() -> None:
         _loaded = True
 
 
-def readers() -> dict[str, Reader]:
+def formats() -> dict[str, Reader]:
+    """Every registered format name and its reader."""
     _load_readers()
     return dict(READERS)
 
@@ -96,4 +97,4 @@ def read_sources(sources: list[dict] | None) -> dict[str, pd.DataFrame]:
     return {kind: concat(tables, TABLES[kind]) for kind, tables in parts.items()}
 
 
-__all__ = ["read", "read_sources", "readers", "register_reader", "READERS", "DataFileError", "UnsafePathError"]
+__all__ = ["read", "read_sources", "formats", "register_reader", "READERS", "DataFileError", "UnsafePathError"]

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from posebh import skeletons
+from posebh.data.readers.coco import ISSUE_SEPARATOR
 from posebh.data.projection import box_area, intrinsics_from_K, project_pinhole, tight_boxes
 
 DATASET = "3dpw"
@@ -35,6 +36,8 @@ BAD_JOINTS = "camera-frame joints missing or not finite"
 #: the ``extra`` keys the 3DPW readers write and :func:`reproject_3dpw` reads
 JOINTS_CAM_KEY = "joints_cam"
 INTRINSICS_KEY = "intrinsics"
+#: the release's own box (ScoreHypo json); when present it is the row's box, as in PoseBH
+RELEASE_BBOX_KEY = "annotation_bbox"
 _REPROJECT_ISSUES = (NO_VISIBLE_JOINT, BAD_JOINTS)
 
 
@@ -105,6 +108,7 @@ def reproject_3dpw(
 ) -> pd.DataFrame:
     """A copy of a 3DPW table with keypoints, bbox, area and num_keypoints rebuilt from ``extra``.
 
+    A row whose ``extra`` has the release's own box (``annotation_bbox``) keeps that box.
     Unknown image sizes (0) leave the image bounds unchecked, as the readers do. Only the issues
     this step itself sets are recomputed; any other issue a row carries is kept.
     """
@@ -115,8 +119,12 @@ def reproject_3dpw(
     k = skeletons.get(DATASET).num_keypoints
     joints = np.full((n, k, 3), np.nan)
     intr = np.full((n, 4), np.nan)
+    release_box = np.full((n, 4), np.nan)
     for i, e in enumerate(out["extra"]):
         d = json.loads(e)
+        rb = np.asarray(d.get(RELEASE_BBOX_KEY, []), np.float64)
+        if rb.shape == (4,):
+            release_box[i] = rb
         jc = np.asarray(d.get(JOINTS_CAM_KEY, []), np.float64)
         it = np.asarray(d.get(INTRINSICS_KEY, []), np.float64)
         if jc.shape == (k, 3) and it.shape == (4,):
@@ -132,27 +140,27 @@ def reproject_3dpw(
         box_padding=box_padding,
         min_depth=min_depth,
     )
-    kps = np.where(ok[:, None], inst.keypoints, 0.0).astype(np.float32)
-    box = np.where(ok[:, None], inst.bbox, 0.0)
+    kps = np.where(ok[:, None], inst.keypoints, np.nan).astype(np.float32)
+    has_release = np.isfinite(release_box).all(axis=1)
+    box = np.where(has_release[:, None], release_box, np.where(ok[:, None], inst.bbox, 0.0))
     out["keypoints"] = list(kps)
     out["bbox"] = list(box)
-    out["area"] = np.where(ok, inst.area, 0.0)
+    out["area"] = box_area(box, skeletons.get(DATASET).area_rule)
     out["num_keypoints"] = pd.array(np.where(ok, inst.num_keypoints, 0), dtype="int64")
     out["issue"] = pd.array(issues_for(out["issue"], ok, inst.num_keypoints), dtype="string")
     return out
 
 
-def issues_for(previous, joints_ok: np.ndarray, num_keypoints: np.ndarray) -> list:
-    """Per-row issue after a (re)projection; issues set by other steps win."""
+def issues_for(previous, joints_ok: np.ndarray, num_keypoints: np.ndarray) -> list[str | None]:
+    """Per-row issue after a (re)projection: the reasons other steps gave are kept, this step's
+    own (:data:`BAD_JOINTS`, :data:`NO_VISIBLE_JOINT`) are recomputed."""
     result = []
     for prev, good, nk in zip(previous, joints_ok, num_keypoints):
-        if not pd.isna(prev) and prev not in _REPROJECT_ISSUES:
-            result.append(prev)
-        elif not good:
-            result.append(BAD_JOINTS)
+        parts = [] if pd.isna(prev) else [p for p in str(prev).split(ISSUE_SEPARATOR) if p not in _REPROJECT_ISSUES]
+        if not good:
+            parts.append(BAD_JOINTS)
         elif nk == 0:
-            result.append(NO_VISIBLE_JOINT)
-        else:
-            result.append(pd.NA)
+            parts.append(NO_VISIBLE_JOINT)
+        result.append(ISSUE_SEPARATOR.join(parts) or None)
     return result
 

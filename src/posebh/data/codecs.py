@@ -1,0 +1,264 @@
+"""Heatmap codecs: one object renders Gaussian targets and decodes predictions, batched in torch.
+
+Both kinds follow mmpose 0.x (the reference's sections 4.1 and 6.2):
+
+* ``msra``: heatmap coordinate u = x / stride with stride = input / heatmap; the Gaussian sits on
+  the rounded location. Decoding defaults to argmax + a quarter-pixel step toward the higher
+  neighbour (``refine="shift"``). Round trip bound: the rounding, |error| <= stride/2 per axis.
+* ``udp``: stride = (input - 1) / (heatmap - 1) (pixel centres 0 and input-1 meet heatmap
+  pixels 0 and heatmap-1); the Gaussian is centred at the sub-pixel location. Decoding defaults
+  to argmax + DARK-UDP (``refine="dark"``): blur with the ``blur_kernel`` Gaussian
+  (OpenCV's default sigma for that size, reflect-101 border), log, one Newton step.
+
+Targets are unnormalised Gaussians (peak 1) of std ``sigma`` heatmap pixels, zero outside the
+square window of radius floor(3 sigma) around the rounded centre. A joint gets weight 0 when
+its window does not touch the map (mmpose keeps weight 1 for the window that ends exactly one
+pixel before the map edge, an off-by-one; here any window that misses the map is weight 0).
+Rounding is round-half-up (floor(u + 0.5)); mmpose's int() truncates toward zero, which differs
+only for joints more than half a heatmap pixel left of / above the map.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+Kind = Literal["msra", "udp"]
+Refine = Literal["none", "shift", "dark"]
+
+#: Reference decoding per encoding (section 4.1): non-UDP datasets use the quarter shift,
+#: UDP datasets DARK-UDP.
+DEFAULT_REFINE: dict[str, str] = {"msra": "shift", "udp": "dark"}
+#: mmpose's ``modulate_kernel`` for DARK-UDP.
+DEFAULT_BLUR_KERNEL = 11
+#: Gaussian window half-width in sigmas (the 3-sigma rule).
+WINDOW_SIGMAS = 3
+#: Quarter-pixel step of the "default" post-processing.
+SHIFT_STEP = 0.25
+#: DARK-UDP clips the blurred map to this range before the log.
+DARK_CLIP = (0.001, 50.0)
+#: Hessian regulariser of DARK-UDP (float32 machine epsilon, as mmpose).
+DARK_EPS = float(np.finfo(np.float32).eps)
+
+
+def opencv_gaussian_sigma(kernel: int) -> float:
+    """The sigma OpenCV derives for ``GaussianBlur(ksize, sigma=0)``."""
+    return 0.3 * ((kernel - 1) * 0.5 - 1.0) + 0.8
+
+
+class HeatmapCodec:
+    """Encode keypoints (input pixels) to heatmaps and decode heatmaps back to input pixels."""
+
+    def __init__(
+        self,
+        input_size: tuple[int, int] = (192, 256),
+        heatmap_size: tuple[int, int] = (48, 64),
+        sigma: float = 2.0,
+        kind: Kind = "msra",
+        refine: Refine | None = None,
+        blur_kernel: int = DEFAULT_BLUR_KERNEL,
+    ):
+        if kind not in DEFAULT_REFINE:
+            raise ValueError(f"unknown codec kind {kind!r}; expected one of {sorted(DEFAULT_REFINE)}")
+        refine = refine or DEFAULT_REFINE[kind]
+        if refine not in ("none", "shift", "dark"):
+            raise ValueError(f"unknown refinement {refine!r}")
+        if blur_kernel % 2 != 1:
+            raise ValueError("blur_kernel must be odd")
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.heatmap_size = (int(heatmap_size[0]), int(heatmap_size[1]))
+        self.sigma = float(sigma)
+        self.kind: Kind = kind
+        self.refine: Refine = refine
+        self.blur_kernel = int(blur_kernel)
+        self.radius = int(math.floor(WINDOW_SIGMAS * self.sigma))
+        (iw, ih), (hw, hh) = self.input_size, self.heatmap_size
+        if kind == "udp":
+            self.stride = ((iw - 1.0) / (hw - 1.0), (ih - 1.0) / (hh - 1.0))
+        else:
+            self.stride = (iw / hw, ih / hh)
+
+    def __repr__(self) -> str:
+        return (
+            f"HeatmapCodec(input_size={self.input_size}, heatmap_size={self.heatmap_size}, "
+            f"sigma={self.sigma}, kind={self.kind!r}, refine={self.refine!r})"
+        )
+
+    # --- coordinate maps -------------------------------------------------------------------
+
+    def _stride(self, like: torch.Tensor) -> torch.Tensor:
+        return torch.tensor(self.stride, dtype=like.dtype, device=like.device)
+
+    def to_heatmap(self, points: torch.Tensor) -> torch.Tensor:
+        """Input pixels -> heatmap pixels."""
+        return points / self._stride(points)
+
+    def to_input(self, points: torch.Tensor) -> torch.Tensor:
+        """Heatmap pixels -> input pixels."""
+        return points * self._stride(points)
+
+    # --- encode ----------------------------------------------------------------------------
+
+    def encode(self, keypoints: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Targets (N, K, h, w) float32 and weights (N, K) for keypoints (N, K, 2) in input pixels.
+
+        A map is rendered where ``visible > 0``; the weight is ``visible`` (any real value, e.g. a
+        pseudo-label confidence) times "window touches the map" times "coordinates are finite".
+        """
+        w, h = self.heatmap_size
+        kp = keypoints.to(torch.float32)
+        vis = visible.to(device=kp.device, dtype=torch.float32)
+        mu = self.to_heatmap(kp)
+        finite = torch.isfinite(mu).all(-1)
+        mu = torch.where(finite[..., None], mu, torch.zeros_like(mu)).clamp(-1e6, 1e6)
+        centre = torch.floor(mu + 0.5)
+        r = self.radius
+        touches = (
+            (centre[..., 0] + r >= 0) & (centre[..., 0] - r <= w - 1) & (centre[..., 1] + r >= 0) & (centre[..., 1] - r <= h - 1)
+        )
+        ok = finite & touches
+        weights = vis * ok
+        peak = mu if self.kind == "udp" else centre
+        xs = torch.arange(w, device=kp.device, dtype=torch.float32)
+        ys = torch.arange(h, device=kp.device, dtype=torch.float32)
+        gx = self._axis_profile(xs, peak[..., 0], centre[..., 0])
+        gy = self._axis_profile(ys, peak[..., 1], centre[..., 1])
+        draw = (ok & (vis > 0)).to(torch.float32)
+        heatmaps = (gy * draw[..., None])[..., :, None] * gx[..., None, :]
+        return heatmaps, weights
+
+    def _axis_profile(self, grid: torch.Tensor, peak: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+        """exp(-(t - peak)^2 / 2 sigma^2) on the grid, zero beyond the window around ``centre``.
+
+        The 2-D Gaussian and the square window both factor over x and y, so the map is the
+        outer product of two of these (N, K, L) profiles.
+        """
+        d = grid - peak[..., None]
+        g = torch.exp(-(d * d) / (2.0 * self.sigma**2))
+        return g * ((grid - centre[..., None]).abs() <= self.radius)
+
+    # --- decode ----------------------------------------------------------------------------
+
+    def decode(self, heatmaps: torch.Tensor, refine: Refine | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keypoints (N, K, 2) in input pixels and scores (N, K) (the raw peak values).
+
+        Joints whose peak is not positive get heatmap location -1 (mmpose) and no refinement.
+        """
+        refine = refine or self.refine
+        hm = heatmaps.detach().to(torch.float32)
+        n, k, h, w = hm.shape
+        flat = hm.reshape(n, k, h * w)
+        scores, idx = flat.max(dim=-1)
+        x, y = idx % w, torch.div(idx, w, rounding_mode="floor")
+        coords = torch.stack([x, y], dim=-1).to(torch.float32)
+        if refine == "shift":
+            coords = coords + self._quarter_shift(flat, x, y, w, h)
+        elif refine == "dark":
+            coords = coords - self._dark_step(hm, x, y)
+        elif refine != "none":
+            raise ValueError(f"unknown refinement {refine!r}")
+        coords = torch.where((scores > 0)[..., None], coords, torch.full_like(coords, -1.0))
+        return self.to_input(coords), scores
+
+    @staticmethod
+    def _quarter_shift(flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: int, h: int) -> torch.Tensor:
+        """+-0.25 toward the higher neighbour; mmpose 0.x shifts only where 1 < x < w-1 and 1 < y < h-1."""
+        inner = (x > 0) & (x < w - 1) & (y > 1) & (y < h - 1)
+        if h < 3 or w < 3:
+            return torch.zeros((*x.shape, 2), device=flat.device)
+        i = (y * w + x).clamp(w + 1, h * w - w - 2)
+
+        def at(offset: int) -> torch.Tensor:
+            return flat.gather(-1, (i + offset)[..., None])[..., 0]
+
+        diff = torch.stack([at(1) - at(-1), at(w) - at(-w)], dim=-1)
+        return SHIFT_STEP * torch.sign(diff) * inner[..., None]
+
+    def blur(self, heatmaps: torch.Tensor) -> torch.Tensor:
+        """Per-channel Gaussian blur, as ``cv2.GaussianBlur(hm, (k, k), 0)`` (reflect-101 border)."""
+        k = self.blur_kernel
+        n, c, h, w = heatmaps.shape
+        t = torch.arange(k, device=heatmaps.device, dtype=torch.float32) - (k - 1) / 2
+        g = torch.exp(-(t * t) / (2.0 * opencv_gaussian_sigma(k) ** 2))
+        g = g / g.sum()
+        p = (k - 1) // 2
+        x = F.pad(heatmaps.reshape(n * c, 1, h, w), (p, p, p, p), mode="reflect")
+        x = F.conv2d(x, g.view(1, 1, 1, k))
+        x = F.conv2d(x, g.view(1, 1, k, 1))
+        return x.reshape(n, c, h, w)
+
+    def _dark_step(self, hm: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Newton step H^-1 g of the log of the blurred map at the argmax (central differences)."""
+        n, k, h, w = hm.shape
+        logm = torch.log(self.blur(hm).clamp(*DARK_CLIP))
+        padded = F.pad(logm.reshape(n * k, 1, h, w), (1, 1, 1, 1), mode="replicate").reshape(n, k, -1)
+        wp = w + 2
+        i = (y + 1) * wp + (x + 1)
+
+        def at(dx: int, dy: int) -> torch.Tensor:
+            return padded.gather(-1, (i + dy * wp + dx)[..., None])[..., 0]
+
+        f0, fx1, fx_1, fy1, fy_1, f11, f_1_1 = at(0, 0), at(1, 0), at(-1, 0), at(0, 1), at(0, -1), at(1, 1), at(-1, -1)
+        gx, gy = 0.5 * (fx1 - fx_1), 0.5 * (fy1 - fy_1)
+        hxx = fx1 - 2.0 * f0 + fx_1 + DARK_EPS
+        hyy = fy1 - 2.0 * f0 + fy_1 + DARK_EPS
+        # f(1,1) + f(-1,-1) - f(1,0) - f(-1,0) - f(0,1) - f(0,-1) + 2 f = 2 f_xy + O(h^4)
+        hxy = 0.5 * (f11 + f_1_1 - fx1 - fx_1 - fy1 - fy_1 + 2.0 * f0)
+        det = hxx * hyy - hxy * hxy
+        step = torch.stack([(hyy * gx - hxy * gy) / det, (hxx * gy - hxy * gx) / det], dim=-1)
+        return torch.where(torch.isfinite(step), step, torch.zeros_like(step))
+
+
+def flip_back(heatmaps: torch.Tensor, flip_index: Sequence[int], *, shift: bool) -> torch.Tensor:
+    """Map heatmaps predicted on a mirrored crop back to the original frame.
+
+    Swaps left/right channels and mirrors x. With ``shift`` the result moves one pixel right
+    (column 0 kept), as mmpose's ``shift_heatmap`` for non-UDP models: mirroring the input maps
+    heatmap u to w - 1/stride - u, not w - 1 - u.
+    """
+    index = torch.as_tensor(list(flip_index), device=heatmaps.device, dtype=torch.long)
+    out = heatmaps.index_select(1, index).flip(-1)
+    if shift:
+        out = torch.cat([out[..., :1], out[..., :-1]], dim=-1)
+    return out
+
+
+def flip_test_average(heatmaps: torch.Tensor, flipped_back: torch.Tensor) -> torch.Tensor:
+    """The 0.5/0.5 average of the original and the flipped-back prediction."""
+    return 0.5 * (heatmaps + flipped_back)
+
+
+def render_reference(keypoints: np.ndarray, visible: np.ndarray, codec: HeatmapCodec) -> tuple[np.ndarray, np.ndarray]:
+    """Per-joint loop that pastes a Gaussian patch: the independent check for tests and benchmarks."""
+    kp = np.asarray(keypoints, dtype=np.float64)
+    vis = np.asarray(visible, dtype=np.float64)
+    n, k = vis.shape
+    w, h = codec.heatmap_size
+    sx, sy = codec.stride
+    r, sigma = codec.radius, codec.sigma
+    size = 2 * r + 1
+    heatmaps = np.zeros((n, k, h, w), np.float32)
+    weights = np.zeros((n, k), np.float32)
+    for b in range(n):
+        for j in range(k):
+            ux, uy = kp[b, j, 0] / sx, kp[b, j, 1] / sy
+            if not (math.isfinite(ux) and math.isfinite(uy)):
+                continue
+            cx, cy = math.floor(ux + 0.5), math.floor(uy + 0.5)
+            x0, y0, x1, y1 = cx - r, cy - r, cx + r + 1, cy + r + 1
+            if x0 >= w or y0 >= h or x1 <= 0 or y1 <= 0:
+                continue
+            weights[b, j] = vis[b, j]
+            if vis[b, j] <= 0:
+                continue
+            px, py = (r + ux - cx, r + uy - cy) if codec.kind == "udp" else (r, r)
+            t = np.arange(size, dtype=np.float64)
+            patch = np.exp(-((t[None, :] - px) ** 2 + (t[:, None] - py) ** 2) / (2 * sigma**2))
+            hx0, hy0, hx1, hy1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+            heatmaps[b, j, hy0:hy1, hx0:hx1] = patch[hy0 - y0 : hy1 - y0, hx0 - x0 : hx1 - x0]
+    return heatmaps, weights

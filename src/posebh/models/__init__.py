@@ -1,0 +1,1 @@
+"""Models: the ViT-MoE backbone, per-dataset heads, the keypoint-embedding module, prototypes."""
