@@ -66,7 +66,8 @@ def test_heatmap_mse_by_hand():
     total = 5 + 0.25 + 0 + 20
     assert heatmap_mse(pred, target, weight).item() == pytest.approx(total / (2 * 2 * 2))
     # whole-batch mean: the same sum over a batch of 8 (other datasets' samples weighted 0)
-    assert heatmap_mse(pred, target, weight, batch_size_for_mean=8).item() == pytest.approx(total / (8 * 2 * 2))
+    whole = heatmap_mse(pred, target, weight, batch_size_for_mean=8)
+    assert whole.item() == pytest.approx(total / (8 * 2 * 2))
     assert heatmap_mse(pred, target).item() == pytest.approx((5 + 1 + 4 + 5) / 8)
 
 
@@ -132,7 +133,10 @@ def np_dark_udp(hm: np.ndarray, x: int, y: int, kernel: int = 11) -> tuple[float
     dy = 0.5 * (p[py + 1, px] - p[py - 1, px])
     dxx = p[py, px + 1] - 2 * p[py, px] + p[py, px - 1]
     dyy = p[py + 1, px] - 2 * p[py, px] + p[py - 1, px]
-    dxy = 0.5 * (p[py + 1, px + 1] - p[py, px + 1] - p[py + 1, px] + 2 * p[py, px] - p[py, px - 1] - p[py - 1, px] + p[py - 1, px - 1])
+    dxy = 0.5 * (
+        p[py + 1, px + 1] - p[py, px + 1] - p[py + 1, px] + 2 * p[py, px]
+        - p[py, px - 1] - p[py - 1, px] + p[py - 1, px - 1]
+    )
     hess = np.array([[dxx, dxy], [dxy, dyy]]) + np.finfo(np.float32).eps * np.eye(2)
     step = np.linalg.inv(hess) @ np.array([dx, dy])
     return x - step[0], y - step[1]
@@ -152,7 +156,9 @@ def test_dark_udp_refine_matches_independent_numpy_and_recovers_centre(cx, cy):
     h, w = 64, 48
     hm = gaussian_map(h, w, cx, cy)
     x, y = int(round(cx)), int(round(cy))
-    got = dark_udp_refine(torch.tensor(hm, dtype=torch.float32).view(1, 1, h, w), torch.tensor([[[x, y]]], dtype=torch.float32))
+    got = dark_udp_refine(
+        torch.tensor(hm, dtype=torch.float32).view(1, 1, h, w), torch.tensor([[[x, y]]], dtype=torch.float32)
+    )
     wx, wy = np_dark_udp(hm, x, y)
     # the implementation clamps the Newton step to +-1 px (mmpose does not); near the border
     # (cy = 61.2 on a 64-row map) the mirrored blur pushes mmpose's step past 1 px
@@ -160,6 +166,21 @@ def test_dark_udp_refine_matches_independent_numpy_and_recovers_centre(cx, cy):
     np.testing.assert_allclose(got[0, 0].numpy(), [x - step[0], y - step[1]], atol=2e-3)
     if 5 <= cx <= w - 6 and 5 <= cy <= h - 6:  # away from borders the blur keeps the centre
         np.testing.assert_allclose(got[0, 0].numpy(), [cx, cy], atol=0.02)
+
+
+def test_dark_udp_refine_uses_the_cross_derivative():
+    # a tilted elliptical Gaussian: the Newton step needs d2/dxdy to land on the centre
+    h, w, cx, cy = 64, 48, 20.4, 30.3
+    ys, xs = np.mgrid[0:h, 0:w]
+    dx, dy = xs - cx, ys - cy
+    inv = np.linalg.inv(np.array([[9.0, 6.0], [6.0, 9.0]]))
+    hm = np.exp(-0.5 * (inv[0, 0] * dx**2 + 2 * inv[0, 1] * dx * dy + inv[1, 1] * dy**2))
+    x, y = np.unravel_index(hm.argmax(), hm.shape)[::-1]
+    got = dark_udp_refine(
+        torch.tensor(hm, dtype=torch.float32).view(1, 1, h, w), torch.tensor([[[x, y]]], dtype=torch.float32)
+    )
+    np.testing.assert_allclose(got[0, 0].numpy(), np_dark_udp(hm, x, y), atol=2e-3)
+    np.testing.assert_allclose(got[0, 0].numpy(), [cx, cy], atol=0.02)
 
 
 def np_udp_render(loc, size, sigma=2.0):
@@ -211,8 +232,12 @@ def peak_maps(spec, h=64, w=48):
 
 
 def test_css_pseudo_labels_rule_by_hand():
-    head = peak_maps([(10, 10, 0.8), (10, 3, 0.9), (4, 10, 0.9), (30, 40, 0.9), (5, 5, 0.25), (5, 5, 0.26), (20, 20, 0.6)])
-    proto = peak_maps([(11, 11, 0.4), (11, 3, 0.5), (4, 4, 0.9), (31, 40, 0.6), (5, 5, 0.9), (5, 5, 0.9), (22, 21, 0.6)])
+    head = peak_maps(
+        [(10, 10, 0.8), (10, 3, 0.9), (4, 10, 0.9), (30, 40, 0.9), (5, 5, 0.25), (5, 5, 0.26), (20, 20, 0.6)]
+    )
+    proto = peak_maps(
+        [(11, 11, 0.4), (11, 3, 0.5), (4, 4, 0.9), (31, 40, 0.6), (5, 5, 0.9), (5, 5, 0.9), (22, 21, 0.6)]
+    )
     label, weight = css_pseudo_labels(head, proto, refine=None)
     # joint 0: distance sqrt(2) <= 2.1, label = (.8*(10,10) + .4*(11,11)) / 1.2, weight min = .4
     torch.testing.assert_close(label[0, 0], torch.tensor([31 / 3, 31 / 3]))

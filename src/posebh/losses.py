@@ -296,7 +296,8 @@ def css_loss(
     """CSS for one target keypoint set d (rows ``[offset, offset + K)``) on other datasets' images.
 
     ``head_hm`` = head d's heatmaps and ``proto_hm`` = d's prototype-heatmap channels on those n
-    images (both with gradient), ``emb_map`` their embeddings. Returns
+    images (``prototypes.heatmap(emb_map, slice(offset, offset + K))``, both with gradient),
+    ``emb_map`` their embeddings. Returns
     zeta * [MSE(head, pseudo) + alpha * MSE(proto, pseudo) + beta * PPC + gamma * PPD], the MSEs
     averaged over the images with at least one kept joint (as the official loss), the PPC/PPD on
     pixels with pseudo target x weight > ``sample_thr`` against d's prototypes, without updating

@@ -129,7 +129,7 @@ def test_dark_refinement_independent_reference():
     ys, xs = np.mgrid[0 : HEATMAP[1], 0 : HEATMAP[0]]
     for n in range(2):
         for k in range(3):
-            a, b = rng.uniform(5, 40), rng.uniform(5, 55)
+            a, b = (1.2, 62.4) if k == 0 else (rng.uniform(5, 40), rng.uniform(5, 55))  # k = 0 sees the border
             maps[n, k] += np.exp(-((xs - a) ** 2 + (ys - b) ** 2) / (2 * rng.uniform(1.5, 3) ** 2))
     dec, _ = codec.decode(torch.from_numpy(maps))
     t = np.arange(11) - 5.0

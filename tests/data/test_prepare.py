@@ -318,3 +318,31 @@ def test_manifest_of_split_apt36k(apt):
         assert m[s]["images"] == idx.loc[(s, "all"), "images"]
         assert m[s]["videos"] == idx.loc[(s, "all"), "videos"]
     assert manifest(out.iloc[:0]) == {"datasets": {}, "total": {"images": 0, "instances": 0}}
+
+
+# ---- real samples ------------------------------------------------------------------------------
+
+
+def test_real_coco_val_with_detection_boxes(samples):
+    from conftest import sample
+
+    gt = data.read("coco", annotations=sample(samples, "coco", "test_coco.json"), split="val")
+    dets = data.read("detections", annotations=sample(samples, "coco", "test_coco_det_AP_H_56.json"), split="val")
+    raw = json.loads(sample(samples, "coco", "test_coco_det_AP_H_56.json").read_text())
+    images = images_table(gt)
+    assert sorted(images["image_id"]) == [785, 40083, 196141, 197388]
+    out = attach_detections(images, dets, dataset="coco", split="val")
+    persons = [d for d in raw if d["category_id"] == 1]
+    assert len(out) == len(dets) == len(persons)  # the sample's 118 boxes are all on its 4 images
+    assert out.attrs["on_unknown_images"] == 0 and out.attrs["below_min_score"] == 0
+    by_image = pd.Series([d["image_id"] for d in persons]).value_counts().sort_index()
+    assert out["image_id"].value_counts().sort_index().tolist() == by_image.tolist()
+    best = max(persons, key=lambda d: d["score"])
+    first_of_image = out[out["image_id"] == best["image_id"]].iloc[0]
+    np.testing.assert_allclose(first_of_image["bbox"], best["bbox"])
+    v = validate(pd.concat([gt, out.assign(split="val_det")], ignore_index=True))
+    assert len(v.quarantine) == 0, v.quarantine[["check", "reason"]].to_string()
+    m = manifest(v.clean)["datasets"]["coco"]
+    assert m["val"]["instances"] == 14 and m["val"]["images"] == 4
+    assert m["val"]["labelled_keypoints"] == 164 + 17 and m["val"]["visible_keypoints"] == 164
+    assert m["val_det"]["instances"] == len(persons) and m["val_det"]["labelled_keypoints"] == 0

@@ -131,6 +131,19 @@ def test_missing_camera_or_frame_is_a_row_issue(tmp_path, folder, raw):
     assert np.isnan(kps[2:5]).all() and np.isfinite(kps[[0, 1, 5]]).all()
 
 
+def test_malformed_joint_arrays_are_row_issues(tmp_path, folder, raw):
+    d = json.loads(json.dumps(raw["data"]))
+    joints = json.loads(json.dumps(raw["joint_3d"]))
+    d["annotations"][3]["joint_valid"] = [1] * 40
+    joints["7"]["29590"]["world_coord"] = joints["7"]["29590"]["world_coord"][:41]
+    (tmp_path / "data.json").write_text(json.dumps(d))
+    (tmp_path / "j3d.json").write_text(json.dumps(joints))
+    df = _read(folder, data=tmp_path / "data.json", joint_3d=tmp_path / "j3d.json")
+    assert list(df["issue"][4:]) == ["world_coord is not 42 x 3 numbers", "joint_valid is not 42 numbers"]
+    assert df["issue"][:4].isna().all()
+    assert np.isnan(keypoints_array(df)[4:]).all()
+
+
 def test_unknown_hand_type_keeps_both_hands(tmp_path, folder, raw):
     d = json.loads(json.dumps(raw["data"]))
     d["annotations"][3]["hand_type"] = "both"

@@ -135,7 +135,7 @@ def test_sequence_projection_matches_a_per_joint_calculation(release):
         np.testing.assert_allclose(boxes[r], exp_box, atol=2e-3)
         assert df["num_keypoints"][r] == (exp_kps[:, 2] > 0).sum()
         assert df["area"][r] == pytest.approx(0.53 * boxes[r, 2] * boxes[r, 3])
-    first = kps[(df["video_id"] == 0).to_numpy() & (df["frame_index"] == 0).to_numpy() & (df["track_id"] == 0).to_numpy()][0]
+    first = kps[((df["video_id"] == 0) & (df["frame_index"] == 0) & (df["track_id"] == 0)).to_numpy()][0]
     assert (first[0] == 0).all() and (first[1] == 0).all()  # behind the camera; outside the image
     extra = extra_dicts(df)[0]
     assert extra["intrinsics"] == [FX, FY, CX, CY]
@@ -163,7 +163,8 @@ def test_reproject_rebuilds_from_extra(release):
     np.testing.assert_array_equal(bbox_array(same), bbox_array(df))
     tight = reproject_3dpw(df, box_padding=1.0)
     for r, (f, t) in enumerate(zip(df["frame_index"], df["track_id"])):
-        np.testing.assert_allclose(bbox_array(tight)[r], _expected(_actor_joints(t, f), W, H, padding=1.0)[1], atol=2e-3)
+        exp_box = _expected(_actor_joints(t, f), W, H, padding=1.0)[1]
+        np.testing.assert_allclose(bbox_array(tight)[r], exp_box, atol=2e-3)
     far = reproject_3dpw(df, min_depth=4.5)  # actor 0 stands at 4 m
     assert (far["num_keypoints"][df["track_id"] == 0] == 0).all()
     assert (far["issue"][df["track_id"] == 0] == NO_VISIBLE_JOINT).all()
@@ -288,7 +289,8 @@ def test_scorehypo_reader(tmp_path):
     path, cams, anns = _scorehypo(tmp_path)
     df = data.read("3dpw_scorehypo", annotations=path, split="test")
     assert list(df["instance_id"]) == [10, 11, 12, 13]
-    assert list(df["file_name"]) == ["downtown_walk_00/image_00007.jpg"] * 2 + ["courtyard_dance_00/image_00012.jpg"] * 2
+    names = ["downtown_walk_00/image_00007.jpg"] * 2 + ["courtyard_dance_00/image_00012.jpg"] * 2
+    assert list(df["file_name"]) == names
     assert list(df["video_id"]) == [1, 1, 0, 0] and list(df["frame_index"]) == [7, 7, 12, 12]
     kps, boxes, ex = keypoints_array(df), bbox_array(df), extra_dicts(df)
     for r in range(3):
@@ -327,3 +329,21 @@ def test_reproject_marks_rows_without_joints():
     out = reproject_3dpw(df)
     assert out["issue"][0] == BAD_JOINTS and np.isnan(keypoints_array(out)).all()
     assert pd.isna(df["issue"][0])  # the input is not modified
+
+
+def test_bad_frames_are_rows_with_an_issue_and_all_invalid_gives_an_empty_table(tmp_path):
+    seq = _sequence("x_00")
+    seq["jointPositions"][0][1, 4] = np.nan  # actor 0, frame 1
+    path = tmp_path / "x_00.pkl"
+    path.write_bytes(pickle.dumps(seq, protocol=2))
+    df = data.read("3dpw_sequences", sequences=path, split="train")
+    bad = ((df["frame_index"] == 1) & (df["track_id"] == 0)).to_numpy()
+    assert df["issue"][bad].iloc[0].endswith(BAD_JOINTS)
+    assert np.isnan(keypoints_array(df)[bad]).all() and (bbox_array(df)[bad] == 0).all()
+    assert extra_dicts(df[bad])[0]["joints_cam"] is None
+    assert np.isfinite(keypoints_array(df)[~bad]).all()
+
+    seq["campose_valid"] = [np.zeros(N_FRAMES, bool)] * 2
+    path.write_bytes(pickle.dumps(seq, protocol=2))
+    empty = data.read("3dpw_sequences", sequences=path, split="train")
+    assert len(empty) == 0 and empty.attrs["invalid_campose_frames"] == 2 * N_FRAMES

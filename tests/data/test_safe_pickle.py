@@ -70,6 +70,12 @@ def _short_str(s: bytes) -> bytes:
     return b"U" + bytes([len(s)]) + s  # SHORT_BINSTRING: a Python 2 str
 
 
+#: dtype('<f8') as numpy 1.x pickled it
+_PY2_F8 = b"cnumpy\ndtype\n" + _short_str(b"f8") + b"K\x00K\x01\x87R" + (
+    b"(K\x03" + _short_str(b"<") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+)
+
+
 def _py2_array(values: np.ndarray) -> bytes:
     """A float64 array as Python 2 + numpy 1.x pickled it (protocol 2, module numpy.core)."""
     raw = values.astype("<f8").tobytes()
@@ -77,8 +83,7 @@ def _py2_array(values: np.ndarray) -> bytes:
         b"cnumpy.core.multiarray\n_reconstruct\n"
         b"cnumpy\nndarray\n" + b"K\x00\x85" + _short_str(b"b") + b"\x87R"
         + b"(K\x01" + b"K" + bytes([len(values)]) + b"\x85"
-        + b"cnumpy\ndtype\n" + _short_str(b"f8") + b"K\x00K\x01\x87R"
-        + b"(K\x03" + _short_str(b"<") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+        + _PY2_F8
         + b"\x89" + b"T" + struct.pack("<I", len(raw)) + raw + b"tb"
     )  # fmt: skip
 
@@ -90,6 +95,8 @@ def test_python2_latin1_pickle(tmp_path):
         + _short_str(b"sequence") + _short_str(b"caf\xe9_00")
         + _short_str(b"joints") + _py2_array(values)
         + _short_str(b"ids") + b"c__builtin__\nset\n" + b"]K\x07a\x85R"
+        + _short_str(b"fps") + b"cnumpy.core.multiarray\nscalar\n"
+        + _PY2_F8 + _short_str(struct.pack("<d", 29.97)) + b"\x86R"
         + b"u."
     )  # fmt: skip
     path = tmp_path / "py2.pkl"
@@ -100,6 +107,7 @@ def test_python2_latin1_pickle(tmp_path):
     assert got["sequence"] == "caf\xe9_00"
     np.testing.assert_array_equal(got["joints"], values)
     assert got["ids"] == {7}
+    assert type(got["fps"]) is np.float64 and got["fps"] == 29.97
     with pytest.raises(DataFileError):
         safe_load(path, encoding="ascii")
 

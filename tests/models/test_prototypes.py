@@ -254,7 +254,8 @@ def test_momentum_update_matches_hand_computation(hard):
     want = _hand_expected(protos, hard, 0.5)
     np.testing.assert_allclose(p.prototypes.numpy(), want, atol=1e-5)
     # only the three prototypes with mass moved
-    moved = ~torch.isclose(p.prototypes, torch.tensor(np.array(protos), dtype=torch.float32), atol=1e-6).all(-1)
+    start = torch.tensor(np.array(protos), dtype=torch.float32)
+    moved = ~torch.isclose(p.prototypes, start, atol=1e-6).all(-1)
     assert moved.tolist() == [[True, True], [True, False], [False, False]]
 
 
@@ -365,12 +366,15 @@ def test_offset_dataset_misclassified_pixel_does_not_update():
 def test_offset_out_of_range_is_rejected():
     p = Prototypes(4, 2, 3)
     with pytest.raises(ValueError):
-        prototype_learning(p, torch.randn(2, 3), torch.zeros(2, dtype=torch.long), torch.ones(2), offset=3, K=2)
+        prototype_learning(
+            p, torch.randn(2, 3), torch.zeros(2, dtype=torch.long), torch.ones(2), offset=3, K=2
+        )
 
 
 def test_no_pixels():
     p = Prototypes(4, 2, 3)
-    out = prototype_learning(p, torch.zeros(0, 3), torch.zeros(0, dtype=torch.long), torch.zeros(0), offset=1, K=2)
+    none = torch.zeros(0, dtype=torch.long)
+    out = prototype_learning(p, torch.zeros(0, 3), none, torch.zeros(0), offset=1, K=2)
     assert tuple(out.logits.shape) == (0, 4) and out.target.numel() == 0
 
 

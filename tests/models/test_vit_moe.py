@@ -384,3 +384,21 @@ def test_flops_routed_vs_masked_vit_b():
     assert total_routed / 1e9 == pytest.approx(18.5, abs=0.05)  # peers 4.1: ~18.5 vs ~32.5
     assert total_masked / 1e9 == pytest.approx(32.5, abs=0.15)
     assert total_masked / total_routed == pytest.approx(1.75, abs=0.02)
+
+
+def test_grad_checkpointing_is_exact():
+    m = small_moe(depth=3, drop_path_rate=0.3)
+    randomize_(m)
+    x = torch.randn(4, 3, 64, 48)
+    idx = torch.tensor([1, 0, 1, 5])
+    results = []
+    for ckpt in (False, True):
+        m.grad_checkpointing = ckpt
+        m.zero_grad(set_to_none=True)
+        torch.manual_seed(7)
+        out = m(x, idx)
+        out.square().mean().backward()
+        results.append((out.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}))
+    (o1, g1), (o2, g2) = results
+    assert torch.allclose(o1, o2, atol=1e-6) and g1.keys() == g2.keys()
+    assert all(torch.allclose(g1[n], g2[n], atol=1e-6) for n in g1)

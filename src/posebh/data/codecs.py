@@ -168,7 +168,7 @@ class HeatmapCodec:
     @staticmethod
     def _quarter_shift(flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: int, h: int) -> torch.Tensor:
         """+-0.25 toward the higher neighbour; mmpose 0.x shifts only where 1 < x < w-1 and 1 < y < h-1."""
-        inner = (x > 0) & (x < w - 1) & (y > 1) & (y < h - 1)
+        inner = (x > 1) & (x < w - 1) & (y > 1) & (y < h - 1)
         if h < 3 or w < 3:
             return torch.zeros((*x.shape, 2), device=flat.device)
         i = (y * w + x).clamp(w + 1, h * w - w - 2)

@@ -107,7 +107,9 @@ def make_table(columns: Mapping[str, Any], n: int | None = None, schema: tuple[C
     for col in schema:
         value = columns.get(col.name)
         if value is None:
-            if col.name == "extra":
+            if n == 0:
+                value = []
+            elif col.name == "extra":
                 value = ["{}"] * n
             elif col.nullable:
                 value = pd.array([pd.NA] * n, dtype=col.dtype)

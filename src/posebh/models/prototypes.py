@@ -378,7 +378,9 @@ def soft_kmeans(
         p = x.shape[0]
         if init == "first_of_each_keypoint":
             if num_clusters * num_per_keypoint > p:
-                raise ValueError(f"{num_clusters} clusters need {num_clusters} keypoints of {num_per_keypoint}")
+                raise ValueError(
+                    f"{num_clusters} clusters need {num_clusters} keypoints of {num_per_keypoint}"
+                )
             start = torch.arange(num_clusters, device=x.device) * num_per_keypoint
         elif init == "even":
             if num_clusters > p:
@@ -437,7 +439,8 @@ class ClusterPrototypes(Prototypes):
         num_per_keypoint: int = PROTOTYPES_PER_KEYPOINT,
         dim: int = EMBED_DIM,
     ) -> None:
-        super().__init__(num_clusters, num_per_keypoint, dim)
+        nn.Module.__init__(self)  # no random init: filled by from_clustering or load_state_dict
+        self.register_buffer("prototypes", torch.zeros(num_clusters, num_per_keypoint, dim))
         self.register_buffer("centroids", torch.zeros(num_clusters, dim))
         self.register_buffer("keypoint", torch.zeros(num_clusters, dtype=torch.long))
         self.frozen = True

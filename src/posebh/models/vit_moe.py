@@ -14,12 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from functools import partial
+from numbers import Integral
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
+from ..skeletons import PAPER_MDT_DATASETS
 from .timm_compat import import_timm
 
 _timm_layers = import_timm().layers
@@ -37,8 +40,8 @@ PATCH_PADDING = 2
 MLP_RATIO = 4.0
 LN_EPS = 1e-6
 INIT_STD = 0.02
-#: the official dataset order that fixes expert/head indices (see skeletons.PAPER_MDT_DATASETS)
-PAPER_NUM_EXPERTS = 6
+#: one expert per paper training set, indexed in PAPER_MDT_DATASETS order
+PAPER_NUM_EXPERTS = len(PAPER_MDT_DATASETS)
 PAPER_IMG_SIZE = (256, 192)
 DEMO_IMG_SIZE = (128, 96)
 #: deconv width of the paper's heatmap heads and embedding module
@@ -123,14 +126,14 @@ def _group_by_expert(dataset_idx: Tensor, num_experts: int) -> tuple[Tensor | No
 
 
 def _check_index(dataset_idx: Tensor | int, batch: int, num_experts: int, device) -> Tensor:
-    if isinstance(dataset_idx, int):
+    if isinstance(dataset_idx, Integral):
         if not 0 <= dataset_idx < num_experts:
             raise ValueError(f"dataset index {dataset_idx} out of range for {num_experts} experts")
-        return torch.full((batch,), dataset_idx, dtype=torch.long, device=device)
+        return torch.full((batch,), int(dataset_idx), dtype=torch.long, device=device)
     if dataset_idx.dtype not in (torch.int64, torch.int32) or dataset_idx.shape != (batch,):
         raise ValueError(f"dataset_idx must be an integer tensor of shape ({batch},); got {dataset_idx.dtype} "
                          f"{tuple(dataset_idx.shape)}")
-    return dataset_idx.long()
+    return dataset_idx.to(device=device, dtype=torch.long)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -232,6 +235,8 @@ class _ViTBase(nn.Module):
         self.drop_path_rate = drop_path_rate
         self.qkv_bias = qkv_bias
         self.grid_size = grid_size(self.img_size, patch_size)
+        #: recompute each block in backward (activation memory for L/H on a GPU)
+        self.grad_checkpointing = False
         hidden = int(embed_dim * mlp_ratio)
 
         self.patch_embed = PatchEmbed(in_chans, embed_dim, patch_size)
@@ -262,6 +267,14 @@ class _ViTBase(nn.Module):
                              f"{self.img_size} ({self.grid_size}); resize pos_embed with resize_pos_embed()")
         return tokens + self.pos_embed[:, 1:] + self.pos_embed[:, :1], grid
 
+    def _run_blocks(self, tokens: Tensor, route: ExpertRoute | None = None) -> Tensor:
+        for blk in self.blocks:
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                tokens = checkpoint(blk, tokens, route, use_reentrant=False)
+            else:
+                tokens = blk(tokens, route)
+        return tokens
+
     def _finish(self, tokens: Tensor, grid: tuple[int, int]) -> Tensor:
         tokens = self.last_norm(tokens)
         return tokens.transpose(1, 2).reshape(tokens.shape[0], self.embed_dim, *grid)
@@ -270,7 +283,7 @@ class _ViTBase(nn.Module):
 class ViT(_ViTBase):
     """Plain ViTPose backbone (the split model); ``forward(x) -> (B, D, Hp, Wp)``."""
 
-    def __init__(self, *, img_size=PAPER_IMG_SIZE, embed_dim: int, depth: int, num_heads: int,
+    def __init__(self, *, img_size: tuple[int, int] = PAPER_IMG_SIZE, embed_dim: int, depth: int, num_heads: int,
                  mlp_ratio: float = MLP_RATIO, drop_path_rate: float = 0.0, qkv_bias: bool = True,
                  in_chans: int = 3, patch_size: int = PATCH_SIZE):
         super().__init__(img_size=img_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
@@ -279,35 +292,37 @@ class ViT(_ViTBase):
 
     def forward(self, x: Tensor) -> Tensor:
         tokens, grid = self._embed(x)
-        for blk in self.blocks:
-            tokens = blk(tokens)
-        return self._finish(tokens, grid)
+        return self._finish(self._run_blocks(tokens), grid)
 
 
 class ViTMoE(_ViTBase):
     """ViTPose++ backbone; ``forward(x, dataset_idx) -> (B, D, Hp, Wp)``, each sample through the
     expert of its dataset index (an int selects one expert for the whole batch)."""
 
-    def __init__(self, *, img_size=PAPER_IMG_SIZE, embed_dim: int, depth: int, num_heads: int,
+    def __init__(self, *, img_size: tuple[int, int] = PAPER_IMG_SIZE, embed_dim: int, depth: int, num_heads: int,
                  num_experts: int, part_features: int, mlp_ratio: float = MLP_RATIO,
                  drop_path_rate: float = 0.0, qkv_bias: bool = True, in_chans: int = 3,
                  patch_size: int = PATCH_SIZE, routing: Routing = "routed"):
         if num_experts < 1:
             raise ValueError(f"num_experts must be >= 1; got {num_experts}")
-        self.num_experts = num_experts
-        self.part_features = part_features
-        self.routing = _check_routing(routing)
         super().__init__(img_size=img_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
                          mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate, qkv_bias=qkv_bias, in_chans=in_chans,
                          patch_size=patch_size, make_mlp=partial(_moe_mlp, part_features, num_experts))
+        self.num_experts = num_experts
+        self.part_features = part_features
+        self.routing = _check_routing(routing)
 
     def forward(self, x: Tensor, dataset_idx: Tensor | int, routing: Routing | None = None) -> Tensor:
         routing = _check_routing(routing or self.routing)
-        idx = _check_index(dataset_idx, x.shape[0], self.num_experts, x.device)
+        batch = x.shape[0]
+        idx = _check_index(dataset_idx, batch, self.num_experts, x.device)
         tokens, grid = self._embed(x)
         order = None
         if routing == "routed":
-            order, counts = _group_by_expert(idx, self.num_experts)
+            if isinstance(dataset_idx, Integral):
+                counts = tuple(batch if e == dataset_idx else 0 for e in range(self.num_experts))
+            else:
+                order, counts = _group_by_expert(idx, self.num_experts)
             route = ExpertRoute(counts=counts)
             if order is not None:
                 tokens = tokens.index_select(0, order)
@@ -316,8 +331,7 @@ class ViTMoE(_ViTBase):
                 raise ValueError(f"dataset index out of range for {self.num_experts} experts")
             view = idx.view(-1, 1, 1)
             route = ExpertRoute(masks=tuple((view == e).to(tokens.dtype) for e in range(self.num_experts)))
-        for blk in self.blocks:
-            tokens = blk(tokens, route)
+        tokens = self._run_blocks(tokens, route)
         if order is not None:
             tokens = tokens.index_select(0, torch.argsort(order))
         return self._finish(tokens, grid)

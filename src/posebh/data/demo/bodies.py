@@ -226,6 +226,9 @@ def hand_primitives(local: np.ndarray, origin: np.ndarray, R: np.ndarray, side: 
         radii = _FINGER_RADII.get(finger, _FINGER_RADII["index"])
         chain = world[1 + 4 * f : 5 + 4 * f]
         part = f"{prefix}{finger}" if fine else f"{prefix}hand"
+        if not fine:  # a body's hands are a few pixels wide: one capsule per finger is enough
+            prims.append(Primitive("capsule", part, "skin", chain[0], chain[3], radii[0] * size, radii[2] * size))
+            continue
         for s in range(3):
             r0 = radii[s] * size
             r1 = (radii[s + 1] if s + 1 < 3 else radii[s] * 0.9) * size

@@ -69,11 +69,14 @@ def facing(points: np.ndarray, normals: np.ndarray, camera: Camera, threshold=FA
     return (n == 0) | (cos > threshold)
 
 
+_RING = np.stack([np.cos(np.linspace(0, 2 * np.pi, _CIRCLE, endpoint=False)), np.sin(np.linspace(0, 2 * np.pi, _CIRCLE, endpoint=False))], axis=1)
+_UNIT = np.stack([np.cos(np.linspace(0, 2 * np.pi, _ELLIPSE, endpoint=False)), np.sin(np.linspace(0, 2 * np.pi, _ELLIPSE, endpoint=False))], axis=1)
+
+
 def _capsule_outline(p0, p1, r0, r1) -> np.ndarray:
-    t = np.linspace(0, 2 * np.pi, _CIRCLE, endpoint=False)
-    ring = np.stack([np.cos(t), np.sin(t)], axis=1)
-    pts = np.concatenate([p0 + r0 * ring, p1 + r1 * ring])
     import cv2
+
+    pts = np.concatenate([p0 + r0 * _RING, p1 + r1 * _RING])
 
     hull = cv2.convexHull(pts.astype(np.float32))
     return hull.reshape(-1, 2).astype(np.float64)
@@ -87,7 +90,7 @@ def project_primitive(prim: Primitive, camera: Camera) -> tuple[float, np.ndarra
         if (z <= NEAR).any():
             return None
         r0, r1 = f * prim.r0 / z[0], f * prim.r1 / z[1]
-        return float(z.mean()), _capsule_outline(uv[0], uv[1], r0, r1), ("capsule", uv[0], uv[1], r0, r1)
+        return float(0.5 * (z[0] + z[1])), _capsule_outline(uv[0], uv[1], r0, r1), ("capsule", uv[0], uv[1], r0, r1)
     Xc = camera.to_camera(prim.a)
     if Xc[2] <= NEAR:
         return None
@@ -97,10 +100,8 @@ def project_primitive(prim: Primitive, camera: Camera) -> tuple[float, np.ndarra
     cov = A @ A.T
     vals, vecs = np.linalg.eigh(cov)
     vals = np.maximum(vals, 1e-6)
-    t = np.linspace(0, 2 * np.pi, _ELLIPSE, endpoint=False)
-    unit = np.stack([np.cos(t), np.sin(t)], axis=1)
     centre = np.array([camera.fx * x / z + camera.cx, camera.fy * y / z + camera.cy])
-    outline = centre + (unit * np.sqrt(vals)) @ vecs.T
+    outline = centre + (_UNIT * np.sqrt(vals)) @ vecs.T
     return float(z), outline, ("ellipse", centre, np.linalg.inv(cov))
 
 
@@ -184,14 +185,15 @@ def render(camera: Camera, figures: list[Figure], background: np.ndarray) -> Ren
             continue
         mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
         cv2.fillPoly(mask, [_fixed(s.poly - (x0, y0))], 1, cv2.LINE_8, _SHIFT)
-        m = mask.astype(bool)
-        if not m.any():
+        ys, xs = np.nonzero(mask)
+        if not len(ys):
             continue
-        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        ys += y0
+        xs += x0
+        xf, yf = xs.astype(np.float32), ys.astype(np.float32)
         spec = figures[s.figure].palette.get(s.material, {"rgb": (128, 128, 128)})
-        colour = _texture(spec, xx, yy) * _shading(s.axis, xx, yy)[..., None]
-        image[y0:y1, x0:x1][m] = colour[m]
-        ids[y0:y1, x0:x1][m] = (s.figure + 1) * PART_STRIDE + s.code
+        image[ys, xs] = _texture(spec, xf, yf) * _shading(s.axis, xf, yf)[:, None]
+        ids[ys, xs] = (s.figure + 1) * PART_STRIDE + s.code
         if s.deco2d is not None:
             _decorate(image, s, figures[s.figure].palette)
     return Rendered(np.clip(image, 0, 255).astype(np.uint8), ids, amodal)

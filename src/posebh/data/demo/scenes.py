@@ -13,7 +13,7 @@ import numpy as np
 
 from posebh.data.demo import bodies
 from posebh.data.demo.bodies import Figure
-from posebh.data.demo.geometry import Camera, look_at, rot_x, rot_y, rot_z
+from posebh.data.demo.geometry import Camera, look_at, rot_y
 from posebh.data.demo.render import Rendered, facing, render, visibility
 
 # ----------------------------------------------------------------------------------------------
@@ -172,11 +172,17 @@ def annotate(scene: Scene, figure: int, dataset: str, decimals: int | None = Non
     return np.column_stack([uv, flags]), X
 
 
+#: Share of people turned roughly toward the camera (the rest face any direction).
+_FACING_SHARE = 0.7
+
+
 def _person(rng: np.random.Generator, camera: Camera, u: float, v: float, h_px: float, style: str | None = None, yaw: float | None = None) -> Figure:
     """A random person whose pelvis projects at (u, v), about ``h_px`` pixels tall."""
     shape = bodies.sample_shape(rng)
     params = bodies.sample_biped_params(rng, style)
-    params["yaw"] = float(rng.uniform(-np.pi, np.pi)) if yaw is None else yaw
+    if yaw is None:  # people mostly face the photographer
+        yaw = float(rng.normal(0.0, 0.8)) if rng.random() < _FACING_SHARE else float(rng.uniform(-np.pi, np.pi))
+    params["yaw"] = yaw
     depth = camera.fx * bodies.BIPED_HEIGHT * shape.scale / h_px
     trans = camera.backproject(u, v, depth)
     pose = bodies.BipedPose(bodies.biped_rotations(params), trans, (bodies.sample_hand_pose(rng), bodies.sample_hand_pose(rng)))
@@ -243,7 +249,9 @@ def _fit_depth(make, camera: Camera, target_px: float, z0: float) -> float:
     return z
 
 
-def animal_figure(rng: np.random.Generator, camera: Camera, sp: bodies.Species, u: float, v: float, size_px: float, params: dict, yaw: float, palette: dict) -> tuple[Figure, float]:
+def animal_figure(
+    camera: Camera, sp: bodies.Species, u: float, v: float, size_px: float, params: dict, yaw: float, palette: dict
+) -> tuple[Figure, float]:
     """A posed animal whose torso centre projects near (u, v), spanning about ``size_px``."""
 
     def make(z: float) -> Figure:
@@ -272,7 +280,7 @@ def animal_scene(rng: np.random.Generator, width: int, height: int, species: tup
         if rng.random() < 0.1:
             u += float(rng.choice([-1, 1]) * 0.35 * width)
         params = bodies.sample_quadruped_params(rng)
-        fig, _ = animal_figure(rng, camera, sp, u, v, size, params, _side_yaw(rng), palette)
+        fig, _ = animal_figure(camera, sp, u, v, size, params, _side_yaw(rng), palette)
         figures.append(fig)
         roles.append("animal")
         meta.append({"species": sp})
@@ -305,7 +313,7 @@ def animal_clip(rng: np.random.Generator, width: int, height: int, sp: bodies.Sp
         u, v = float(rng.uniform(0.35, 0.65)) * width, float(rng.uniform(0.45, 0.6)) * height
         style = str(rng.choice(["walk", "trot"]))
         base = bodies.sample_quadruped_params(rng, "stand")
-        _, z = animal_figure(rng, camera, sp, u, v, size, base, yaw, palette)
+        _, z = animal_figure(camera, sp, u, v, size, base, yaw, palette)
         root0 = camera.backproject(u, v, z)
         speed = float(rng.uniform(0.02, 0.06)) * sp.length * (2.0 if style == "trot" else 1.0)
         actors.append((palette, yaw, root0, style, base, float(rng.uniform(0, 2 * np.pi)), speed))
@@ -341,7 +349,7 @@ def capture_rig(rng: np.random.Generator, width: int, height: int, n_cameras: in
         dist = float(rng.uniform(0.7, 1.1))
         pos = dist * np.array([np.cos(el) * np.sin(az), np.sin(el), np.cos(el) * np.cos(az)])
         R, t = look_at(pos, np.asarray(rng.normal(0, 0.02, 3)), roll=float(rng.normal(0, 0.3)))
-        f = float(rng.uniform(2.2, 3.0)) * max(width, height)
+        f = float(rng.uniform(2.6, 3.6)) * max(width, height)
         cx, cy = width / 2 + float(rng.normal(0, 5)), height / 2 + float(rng.normal(0, 5))
         cams[name] = Camera(R, t, f, f * float(rng.uniform(0.999, 1.001)), cx, cy, width, height)
     return Rig(cams)
@@ -387,11 +395,15 @@ def hand_motion(rng: np.random.Generator, hand_type: str) -> HandMotion:
     return HandMotion(sides, origin, axis, angle0, pa, pb, float(rng.uniform(0.95, 1.1)), float(rng.uniform(0.2, 0.5)))
 
 
-def hand_scene(rng: np.random.Generator, camera: Camera, hands: dict[str, tuple[np.ndarray, np.ndarray, bodies.HandPose]], size: float, palette: dict) -> Scene:
-    """The hands of one frame seen by one camera; figure order follows ``hands``."""
-    figures = [bodies.pose_hand(pose, side, origin, R, size, palette) for side, (origin, R, pose) in hands.items()]
+def hand_figures(hands: dict[str, tuple[np.ndarray, np.ndarray, bodies.HandPose]], size: float, palette: dict) -> list[Figure]:
+    """The posed hands of one frame (world metres), in the order of ``hands``."""
+    return [bodies.pose_hand(pose, side, origin, R, size, palette) for side, (origin, R, pose) in hands.items()]
+
+
+def hand_scene(rng: np.random.Generator, camera: Camera, figures: list[Figure]) -> Scene:
+    """The hands of one frame seen by one camera on a dark studio background."""
     rendered = render(camera, figures, background(rng, camera.width, camera.height, "studio"))
-    return Scene(camera, figures, rendered, ["hand"] * len(figures), [{"side": s} for s in hands])
+    return Scene(camera, figures, rendered, ["hand"] * len(figures), [{"side": f.meta["side"]} for f in figures])
 
 
 # ---- 3DPW sequences -----------------------------------------------------------------------------
@@ -436,17 +448,18 @@ def actor_pose(actor: Actor, frame: int) -> tuple[bodies.BipedPose, dict]:
     return bodies.BipedPose(bodies.biped_rotations(params), trans, actor.hands), params
 
 
-def handheld_camera(rng: np.random.Generator, width: int, height: int, target: np.ndarray, frames: int) -> list[Camera]:
-    """A slowly drifting handheld phone camera (3DPW's moving camera), one per frame."""
+def handheld_camera(rng: np.random.Generator, width: int, height: int, targets: np.ndarray, frames: int) -> list[Camera]:
+    """A slowly drifting handheld phone camera following ``targets`` (one per frame), as in 3DPW."""
     f = float(rng.uniform(1.1, 1.4)) * height
-    dist = float(rng.uniform(4.0, 5.5))
-    az = float(rng.uniform(-0.4, 0.4))
-    pos0 = target + np.array([dist * np.sin(az), float(rng.uniform(0.3, 0.7)), dist * np.cos(az)])
+    dist = float(rng.uniform(3.2, 4.2))
+    az = float(rng.uniform(-np.pi, np.pi))
+    offset0 = np.array([dist * np.sin(az), float(rng.uniform(0.2, 0.6)), dist * np.cos(az)])
     drift = rng.normal(0, 0.01, 3)
     cams = []
     for k in range(frames):
-        pos = pos0 + k * drift + 0.01 * np.array([np.sin(0.3 * k), np.sin(0.23 * k), 0.0])
-        R, t = look_at(pos, target + np.array([0.0, 0.0, 0.0]), roll=0.02 * np.sin(0.2 * k))
+        pos = targets[0] + offset0 + k * drift + 0.01 * np.array([np.sin(0.3 * k), np.sin(0.23 * k), 0.0])
+        look = 0.7 * targets[0] + 0.3 * targets[k]
+        R, t = look_at(pos, look, roll=0.02 * np.sin(0.2 * k))
         cams.append(Camera(R, t, f, f, width / 2, height / 2, width, height))
     return cams
 
@@ -454,8 +467,3 @@ def handheld_camera(rng: np.random.Generator, width: int, height: int, target: n
 def world_scene(camera: Camera, figures: list[Figure], bg: np.ndarray) -> Scene:
     return Scene(camera, figures, render(camera, figures, bg), ["person"] * len(figures), [{} for _ in figures])
 
-
-__all__ = [
-    "Scene", "annotate", "people_scene", "animal_scene", "animal_clip", "capture_rig", "hand_motion",
-    "hand_scene", "pw3d_actor", "actor_pose", "handheld_camera", "world_scene", "rot_x", "rot_z",
-]  # fmt: skip

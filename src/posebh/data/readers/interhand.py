@@ -152,7 +152,8 @@ def read_interhand(
         img = images.get(ann.get("image_id"), {})
         metas.append((ann, img))
         if not ann or not img:
-            ann_issues[i].append("malformed annotation entry" if not ann else f"image {ann.get('image_id')!r} not in images")
+            problem = f"image {ann.get('image_id')!r} not in images" if ann else "malformed annotation entry"
+            ann_issues[i].append(problem)
             continue
         capture, cam, frame = str(img.get("capture")), str(img.get("camera")), str(img.get("frame_idx"))
         valid_src[i] = ann.get("joint_valid")
@@ -231,7 +232,9 @@ def read_interhand(
         if hand_cam is not None:
             hand_cam[rows] = cam_xyz[local[:, None], cols]
     kps[failed[ann_idx]] = np.nan
-    joints_cam_lists = np.round(hand_cam.astype(np.float64), JOINTS_CAM_DECIMALS).tolist() if hand_cam is not None else None
+    joints_cam_lists = None
+    if hand_cam is not None:
+        joints_cam_lists = np.round(hand_cam.astype(np.float64), JOINTS_CAM_DECIMALS).tolist()
 
     row_issues = [list(ann_issues[i]) for i in ann_idx]
     for r in np.flatnonzero(num_kp == 0):

@@ -41,6 +41,8 @@ NO_CENTER = -1.0
 ONE_BASED = 1.0
 #: PCKh head-size factor: 0.6 times the head-box diagonal
 SC_BIAS = 0.6
+#: ``issue`` of rows whose image size could not be read because no image root was given
+NO_IMAGE_ROOT = "image size unknown (no image_root)"
 _REQUIRED = ("image", "center", "scale")
 _GT_KEYS = ("dataset_joints", "jnt_missing", "pos_gt_src", "headboxes_src")
 
@@ -254,7 +256,7 @@ def _image_sizes(image_root, file_names: list[str], issues: list[list[str]]) -> 
             cache[name] = size
         size = cache[name]
         if size is None:
-            issues[i].append("image size unknown (no image_root)" if image_root is None else "image missing or unreadable")
+            issues[i].append(NO_IMAGE_ROOT if image_root is None else "image missing or unreadable")
         else:
             width[i], height[i] = size
     return width, height

@@ -36,6 +36,7 @@ from posebh.data.pw3d import (
     smpl_instances,
 )
 from posebh.data.readers.coco import ISSUE_SEPARATOR
+from posebh.data.readers.mpii import NO_IMAGE_ROOT
 from posebh.data.safe_pickle import safe_load
 from posebh.data.schema import concat, make_table
 
@@ -83,7 +84,9 @@ def _per_actor(seq: dict, key: str, path: Path, n_frames: int, width: int | None
 
 
 def _instance_extra(joints_cam: np.ndarray, intrinsics: np.ndarray, **fields) -> dict:
-    return {JOINTS_CAM_KEY: joints_cam.tolist(), INTRINSICS_KEY: intrinsics.tolist(), **fields}
+    """The fields :func:`reproject_3dpw` reads; non-finite joints are stored as null (strict JSON)."""
+    finite = np.isfinite(joints_cam).all()
+    return {JOINTS_CAM_KEY: joints_cam.tolist() if finite else None, INTRINSICS_KEY: intrinsics.tolist(), **fields}
 
 
 def _frame_size(image_root, name: str) -> tuple[int, int] | None:
@@ -138,14 +141,12 @@ def read_3dpw_sequences(
         if len(positions) >= ACTOR_ID_STRIDE:
             raise DataFileError(path, f"{len(positions)} actors exceed the instance-id stride {ACTOR_ID_STRIDE}")
         genders = list(seq.get("genders", []))
-        invalid_by_seq[name] = int(sum(int((~v.astype(bool)).sum()) for v in valid))
+        usable = np.stack(valid).astype(bool)  # (actors, frames)
+        invalid_by_seq[name] = int((~usable).sum())
 
-        actor_frame = [(a, f) for a, v in enumerate(valid) for f in np.flatnonzero(v.astype(bool))]
-        actor_frame.sort(key=lambda af: (af[1], af[0]))
-        n = len(actor_frame)
-        actors = np.asarray([a for a, _ in actor_frame], np.int64)
-        frames = np.asarray([f for _, f in actor_frame], np.int64)
-        world = np.stack([positions[a][f] for a, f in actor_frame]).reshape(n, k, 3) if n else np.zeros((0, k, 3))
+        frames, actors = np.nonzero(usable.T)  # frame order, then actor
+        n = len(frames)
+        world = np.stack(positions).astype(np.float64)[actors, frames].reshape(n, k, 3)
         E = cam_poses[frames]
         joints_cam = np.round(world_to_camera(world, E[:, None, :3, :3], E[:, None, :3, 3]), JOINTS_CAM_DECIMALS)
         joints_ok = np.isfinite(joints_cam).all(axis=(1, 2))
@@ -159,7 +160,7 @@ def read_3dpw_sequences(
             seq_issue.append(f"unsafe sequence name: {e.problem}")
         size = _frame_size(image_root, frame_file_name(name, 0)) if not seq_issue else None
         if size is None:
-            seq_issue.append("image size unknown (no image_root)" if image_root is None else "first frame image missing or unreadable")
+            seq_issue.append(NO_IMAGE_ROOT if image_root is None else "first frame image missing or unreadable")
         W, H = size or (0, 0)
 
         intr = np.round(np.stack(intrinsics_from_K(K)), JOINTS_CAM_DECIMALS)
@@ -258,7 +259,7 @@ def read_3dpw_scorehypo(
         row = {"image_id": -1, "file_name": "", "video_id": None, "frame_index": None, "instance_id": -1}
         rows.append(row)
         if not ann or not img:
-            issues[i].append("malformed annotation entry" if not ann else f"image {ann.get('image_id')!r} not in images")
+            issues[i].append(f"image {ann.get('image_id')!r} not in images" if ann else "malformed annotation entry")
             continue
         row["instance_id"] = ann.get("id") if isinstance(ann.get("id"), int) else -1
         row["image_id"] = img["id"] if isinstance(img["id"], int) else -1
@@ -273,7 +274,8 @@ def read_3dpw_scorehypo(
         row["frame_index"] = int(m.group(1)) if m else None
         try:
             cp = img["cam_param"]
-            intr[i] = np.concatenate([np.asarray(cp["focal"], np.float64).reshape(2), np.asarray(cp["princpt"], np.float64).reshape(2)])
+            intr[i, :2] = np.asarray(cp["focal"], np.float64).reshape(2)
+            intr[i, 2:] = np.asarray(cp["princpt"], np.float64).reshape(2)
             joints_cam[i] = np.asarray(ann[SCOREHYPO_JOINTS_CAM], np.float64).reshape(k, 3)
             ok[i] = np.isfinite(joints_cam[i]).all() and np.isfinite(intr[i]).all()
         except (KeyError, TypeError, ValueError) as e:

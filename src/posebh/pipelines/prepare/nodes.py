@@ -20,18 +20,24 @@ def reproject_3dpw(instances: pd.DataFrame, params: dict) -> pd.DataFrame:
 
 def detection_instances(
     instances: pd.DataFrame, images: pd.DataFrame, detections: pd.DataFrame, params: dict
-) -> pd.DataFrame:
-    """Person boxes from a detector on the evaluation images (COCO val and test-dev)."""
+) -> tuple[pd.DataFrame, dict]:
+    """Person boxes from a detector on the evaluation images (COCO val and test-dev).
+
+    Returns the box instances and, per split, the counts of boxes attached and not attached
+    (below the score threshold, on unknown images), so no box disappears unreported.
+    """
     from posebh.data.prepare import attach_detections, images_table
     from posebh.data.schema import concat
 
-    tables = []
+    tables, report = [], {}
     for split in params["splits"]:
         imgs = pd.concat([images_table(instances[instances["split"] == split]), images[images["split"] == split]])
         imgs = imgs.drop_duplicates(subset=["dataset", "split", "image_id"]).reset_index(drop=True)
         dets = detections[detections["split"] == split]
-        tables.append(attach_detections(imgs, dets, dataset=params["dataset"], split=split, min_score=params["min_score"]))
-    return concat(tables)
+        table = attach_detections(imgs, dets, dataset=params["dataset"], split=split, min_score=params["min_score"])
+        report[split] = dict(table.attrs)
+        tables.append(table)
+    return concat(tables), report
 
 
 def assemble(*tables: pd.DataFrame) -> pd.DataFrame:
@@ -41,7 +47,12 @@ def assemble(*tables: pd.DataFrame) -> pd.DataFrame:
     return concat(tables)
 
 
-def manifests(instances: pd.DataFrame, detections: pd.DataFrame) -> dict:
+def manifests(instances: pd.DataFrame, detections: pd.DataFrame, detection_report: dict, split_counts: dict) -> dict:
     from posebh.data.prepare import manifest
 
-    return {"annotations": manifest(instances), "detections": manifest(detections)}
+    return {
+        "annotations": manifest(instances),
+        "detections": manifest(detections),
+        "detection_boxes": detection_report,
+        "apt36k_split": split_counts,
+    }

@@ -23,13 +23,13 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 nodes.detection_instances,
                 ["coco.instances", "coco.images", "coco.detections", "params:prepare.detections"],
-                "detection_instances",
+                ["detection_instances", "detection_report"],
                 name="attach_detections",
             ),
             Node(nodes.assemble, model_inputs, "model_input_instances", name="assemble_model_input"),
             Node(
                 nodes.manifests,
-                ["model_input_instances", "detection_instances"],
+                ["model_input_instances", "detection_instances", "detection_report", "apt36k_split_counts"],
                 "manifests",
                 name="write_manifests",
             ),
