@@ -20,6 +20,19 @@ AreaRule = Literal["annotation", "wh", "0.53wh"]
 OKS_BOX_AREA_FACTOR = 0.53
 
 
+def oks_area(bbox, area_rule: str):
+    """OKS area of (..., 4) xywh boxes under an ``area_rule``; w*h for ``wh`` and ``annotation``.
+
+    ``0.53wh`` is xtcocotools' ``use_area=False`` rule (AIC, CrowdPose, 3DPW); ``annotation``
+    datasets use the release's own area and fall back to w*h only where the release has none.
+    """
+    import numpy as np
+
+    bbox = np.asarray(bbox, np.float64)
+    wh = bbox[..., 2] * bbox[..., 3]
+    return OKS_BOX_AREA_FACTOR * wh if area_rule == "0.53wh" else wh
+
+
 @dataclass(frozen=True)
 class Skeleton:
     name: str

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from posebh.data.projection import (
-    box_area,
     camera_from_center,
     intrinsics_from_K,
     project_K,
@@ -79,7 +78,9 @@ def test_unproject_round_trip():
     np.testing.assert_allclose(unproject_pinhole(uv, z, 1200.0, 1100.0, 640.0, 360.0), Xc, rtol=1e-12, atol=1e-12)
 
 
-def test_box_area_rules():
+def test_oks_area_rules():
+    from posebh.skeletons import oks_area as box_area
+
     box = np.array([[0.0, 0.0, 10.0, 20.0]])
     np.testing.assert_allclose(box_area(box, "0.53wh"), [0.53 * 200])
     np.testing.assert_allclose(box_area(box, "wh"), [200.0])

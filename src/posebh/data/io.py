@@ -47,6 +47,10 @@ def require_keys(obj: Any, keys: tuple[str, ...], path: str | Path, what: str = 
         raise DataFileError(path, f"missing key(s) {missing} at the {what}")
 
 
+#: The issue of rows whose image size could not be read because no image root was given.
+NO_IMAGE_ROOT = "image size unknown (no image_root)"
+
+
 def image_size(path: str | Path) -> tuple[int, int] | None:
     """(width, height) from the image header only, or None if the image is missing or unreadable."""
     from PIL import Image, UnidentifiedImageError

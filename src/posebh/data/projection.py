@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from posebh.skeletons import OKS_BOX_AREA_FACTOR, AreaRule
 
 
 def _rotate(R: np.ndarray, X: np.ndarray) -> np.ndarray:
@@ -64,17 +63,6 @@ def unproject_pinhole(uv: np.ndarray, depth: np.ndarray, fx, fy, cx, cy) -> np.n
     x = (uv[..., 0] - np.asarray(cx, np.float64)) * z / np.asarray(fx, np.float64)
     y = (uv[..., 1] - np.asarray(cy, np.float64)) * z / np.asarray(fy, np.float64)
     return np.stack([x, y, z], axis=-1)
-
-
-def box_area(bbox: np.ndarray, area_rule: AreaRule) -> np.ndarray:
-    """OKS area of (..., 4) xywh boxes for releases without an area field.
-
-    ``0.53wh`` is xtcocotools' ``use_area=False`` rule; any other rule falls back to w*h (the
-    datasets concerned, MPII and InterHand, are not OKS-evaluated).
-    """
-    bbox = np.asarray(bbox, np.float64)
-    wh = bbox[..., 2] * bbox[..., 3]
-    return OKS_BOX_AREA_FACTOR * wh if area_rule == "0.53wh" else wh
 
 
 def tight_boxes(xy: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from posebh import skeletons
-from posebh.data.readers.coco import ISSUE_SEPARATOR
-from posebh.data.projection import box_area, intrinsics_from_K, project_pinhole, tight_boxes
+from posebh.data.schema import ISSUE_SEPARATOR
+from posebh.data.projection import intrinsics_from_K, project_pinhole, tight_boxes
 
 DATASET = "3dpw"
 DEFAULT_BOX_PADDING = 1.2
@@ -96,7 +96,7 @@ def smpl_instances(
     lo = np.maximum(centre - half, 0.0)
     hi = np.minimum(centre + half, np.concatenate([W, H], axis=1))
     box = np.where(vis.any(axis=1)[:, None], np.concatenate([lo, hi - lo], axis=1), 0.0)
-    area = box_area(box, skeletons.get(DATASET).area_rule)
+    area = skeletons.oks_area(box, skeletons.get(DATASET).area_rule)
     return SMPLInstances(kps.reshape(n, 3 * k), box, vis.sum(axis=1).astype(np.int64), area, depth)
 
 
@@ -145,7 +145,7 @@ def reproject_3dpw(
     box = np.where(has_release[:, None], release_box, np.where(ok[:, None], inst.bbox, 0.0))
     out["keypoints"] = list(kps)
     out["bbox"] = list(box)
-    out["area"] = box_area(box, skeletons.get(DATASET).area_rule)
+    out["area"] = skeletons.oks_area(box, skeletons.get(DATASET).area_rule)
     out["num_keypoints"] = pd.array(np.where(ok, inst.num_keypoints, 0), dtype="int64")
     out["issue"] = pd.array(issues_for(out["issue"], ok, inst.num_keypoints), dtype="string")
     return out

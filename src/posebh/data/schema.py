@@ -82,6 +82,9 @@ COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 ARRAY_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.dtype == "array")
 _ARRAY_DTYPES = {"bbox": np.float64, "keypoints": np.float32}
 
+#: Joins several reasons in one row's ``issue``.
+ISSUE_SEPARATOR = "; "
+
 #: Columns that identify an instance across the whole multi-dataset table.
 KEY = ("dataset", "split", "instance_id")
 

@@ -663,7 +663,8 @@ def build_apt36k(ctx: Context) -> None:
     for s, (sp, folder) in enumerate(bodies.APT36K_SPECIES[:n_species]):
         for c in range(clips_per_species):
             rng = ctx.rng("apt36k", folder, c)
-            clip_name = APT36K_CLIPS[(s * 3 + c) % len(APT36K_CLIPS)] + ("" if c < len(APT36K_CLIPS) else f"_{c}")
+            # folder names cycle through the release's styles (the non-ASCII one is used at scale 1)
+            clip_name = APT36K_CLIPS[(s * clips_per_species + c) % len(APT36K_CLIPS)] + ("" if c < len(APT36K_CLIPS) else f"_{c}")
             clip = scenes.animal_clip(rng, *_ANIMAL_SIZE, sp, APT36K_FRAMES)
             video_id += 1
             for k, scene in enumerate(clip.scenes, start=1):

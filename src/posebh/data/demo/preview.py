@@ -1,4 +1,5 @@
-"""A contact sheet of generated images with their keypoints, drawn from what the readers return.
+"""A contact sheet of generated images with their keypoints, drawn from what the readers return
+(rows named in DEFECTS.json left out).
 
 Reading back through :func:`posebh.data.read` (not the generator's memory) makes the sheet a
 visual check of the whole chain: writer, release format, reader, drawing.
@@ -6,10 +7,12 @@ visual check of the whole chain: writer, release format, reader, drawing.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
+from posebh.data.demo.defects import DEFECTS_FILE
 from posebh.data.demo.generate import DEFAULT_OUT, reader_sources
 
 #: (dataset, split) shown, in order; each contributes the images with the most instances.
@@ -30,11 +33,13 @@ def preview_images(root: str | Path = DEFAULT_OUT, per_dataset: int = 2) -> tupl
     from posebh.visualization import draw_pose
 
     sources = reader_sources(root)
+    planted = json.loads((Path(root) / DEFECTS_FILE).read_text())["defects"]
     images, titles = [], []
     for dataset, split in PREVIEW:
         fmt, kwargs = sources[dataset][split]
         df = data.read(fmt, split=split, **kwargs)
-        df = df[df["issue"].isna() & (df["iscrowd"] == 0)]
+        bad = {d["instance_id"] for d in planted if d["dataset"] == dataset and d["split"] == split}
+        df = df[df["issue"].isna() & (df["iscrowd"] == 0) & ~df["instance_id"].isin(bad)]
         counts = df.groupby("file_name").size().sort_values(ascending=False, kind="stable")
         # the busiest image, then images spread over the rest of the list (variety, not repeats)
         picks = np.unique(np.linspace(0, len(counts) - 1, per_dataset + 1)[:per_dataset].round().astype(int))

@@ -30,7 +30,7 @@ from posebh.data import register_reader
 from posebh.data.errors import DataFileError, UnsafePathError
 from posebh.data.io import image_size, load_json
 from posebh.data.paths import relative_file_name, resolve
-from posebh.data.readers.coco import Issues, float_matrix, oks_area, read_coco
+from posebh.data.readers.coco import Issues, float_matrix, read_coco
 from posebh.data.schema import make_table
 
 #: raw AIC visibility -> COCO visibility
@@ -174,7 +174,7 @@ def read_aic_raw(
             "height": h[img],
             "instance_id": np.arange(1, n + 1, dtype=np.int64),
             "bbox": bbox,
-            "area": oks_area(sk.area_rule, bbox),
+            "area": skeletons.oks_area(bbox, sk.area_rule),
             "iscrowd": 0,
             "keypoints": kp,
             "num_keypoints": (kp[:, 2::3] > 0).sum(axis=1),

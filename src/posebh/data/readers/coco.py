@@ -37,7 +37,7 @@ from posebh.data import register_reader
 from posebh.data.errors import DataFileError, UnsafePathError
 from posebh.data.io import image_size, load_json, require_keys
 from posebh.data.paths import relative_file_name, resolve
-from posebh.data.schema import IMAGE_COLUMNS, make_table
+from posebh.data.schema import IMAGE_COLUMNS, ISSUE_SEPARATOR, make_table
 
 #: Annotation keys that map onto table columns (or are deliberately dropped).
 ANNOTATION_KEYS = frozenset(
@@ -54,7 +54,6 @@ RELEASE_NUM_KEYPOINTS_RULES = {
     "crowdpose": "release count: labelled joints among the first 12 (head and neck excluded)",
 }
 
-ISSUE_SEPARATOR = "; "
 
 
 # ----------------------------------------------------------------------------------------------
@@ -173,14 +172,6 @@ def nullable_ints(values: Sequence[Any]) -> tuple[list[int | None], np.ndarray]:
             out.append(None)
             bad[i] = True
     return out, bad
-
-
-def oks_area(rule: str, bbox: np.ndarray) -> np.ndarray:
-    """The OKS area a box implies under a skeleton's ``area_rule`` (``wh`` for ``annotation``)."""
-    wh = bbox[:, 2] * bbox[:, 3]
-    if rule == "0.53wh":
-        return skeletons.OKS_BOX_AREA_FACTOR * wh
-    return wh
 
 
 def dump_extra(d: dict) -> str:
@@ -402,11 +393,11 @@ def instances_from_coco(
     if sk.area_rule == "annotation":
         area = release_area.copy()
         fill = area_missing
-        area[fill] = oks_area("wh", bbox[fill])
+        area[fill] = skeletons.oks_area(bbox[fill], "wh")
         for i in np.flatnonzero(fill):
             note(i, "area_from", "wh")
     else:
-        area = oks_area(sk.area_rule, bbox)
+        area = skeletons.oks_area(bbox, sk.area_rule)
         differs = ~area_missing & ~area_bad & ~np.isclose(release_area, area)
         for i in np.flatnonzero(differs):
             note(i, "release_area", float(release_area[i]))

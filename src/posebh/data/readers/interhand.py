@@ -31,9 +31,8 @@ from posebh.data import register_reader
 from posebh.data.errors import DataFileError, UnsafePathError
 from posebh.data.io import image_size, load_json, require_keys
 from posebh.data.paths import relative_file_name, resolve
-from posebh.data.projection import box_area, camera_from_center, project_pinhole, tight_boxes
-from posebh.data.readers.coco import ISSUE_SEPARATOR
-from posebh.data.schema import make_table
+from posebh.data.projection import camera_from_center, project_pinhole, tight_boxes
+from posebh.data.schema import ISSUE_SEPARATOR, make_table
 
 DATASET = "interhand"
 #: the two hands in the release's 42-joint layout, in order (right joints first)
@@ -294,7 +293,7 @@ def read_interhand(
             "height": np.asarray(height, np.int64),
             "instance_id": inst,
             "bbox": bbox,
-            "area": box_area(bbox, skel.area_rule),
+            "area": skeletons.oks_area(bbox, skel.area_rule),
             "iscrowd": 0,
             "keypoints": kps.reshape(n, 3 * k),
             "num_keypoints": num_kp,

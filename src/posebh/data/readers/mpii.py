@@ -23,11 +23,9 @@ import pandas as pd
 from posebh import skeletons
 from posebh.data import register_reader
 from posebh.data.errors import DataFileError, UnsafePathError
-from posebh.data.io import image_size, load_json
+from posebh.data.io import NO_IMAGE_ROOT, image_size, load_json
 from posebh.data.paths import relative_file_name, resolve
-from posebh.data.projection import box_area
-from posebh.data.readers.coco import ISSUE_SEPARATOR
-from posebh.data.schema import make_table
+from posebh.data.schema import ISSUE_SEPARATOR, make_table
 
 DATASET = "mpii"
 #: mmpose's "pixel std": scale s means a person box side of 200 s pixels
@@ -42,7 +40,6 @@ ONE_BASED = 1.0
 #: PCKh head-size factor: 0.6 times the head-box diagonal
 SC_BIAS = 0.6
 #: ``issue`` of rows whose image size could not be read because no image root was given
-NO_IMAGE_ROOT = "image size unknown (no image_root)"
 _REQUIRED = ("image", "center", "scale")
 _GT_KEYS = ("dataset_joints", "jnt_missing", "pos_gt_src", "headboxes_src")
 
@@ -211,7 +208,7 @@ def read_mpii(
             "height": height,
             "instance_id": np.arange(1, n + 1),
             "bbox": bbox,
-            "area": box_area(bbox, skel.area_rule),
+            "area": skeletons.oks_area(bbox, skel.area_rule),
             "iscrowd": 0,
             "keypoints": kps.reshape(n, 3 * k),
             "num_keypoints": vis.sum(axis=1),

@@ -24,7 +24,7 @@ from posebh.data import register_reader
 from posebh.data.errors import DataFileError, UnsafePathError
 from posebh.data.io import image_size, load_json, require_keys
 from posebh.data.paths import relative_file_name, resolve
-from posebh.data.projection import box_area, intrinsics_from_K, project_pinhole, world_to_camera
+from posebh.data.projection import intrinsics_from_K, project_pinhole, world_to_camera
 from posebh.data.pw3d import (
     DATASET,
     DEFAULT_BOX_PADDING,
@@ -35,10 +35,9 @@ from posebh.data.pw3d import (
     issues_for,
     smpl_instances,
 )
-from posebh.data.readers.coco import ISSUE_SEPARATOR
-from posebh.data.readers.mpii import NO_IMAGE_ROOT
+from posebh.data.io import NO_IMAGE_ROOT
 from posebh.data.safe_pickle import safe_load
-from posebh.data.schema import concat, make_table
+from posebh.data.schema import ISSUE_SEPARATOR, concat, make_table
 
 #: image_id = sequence index * FRAME_ID_STRIDE + frame (3DPW sequences have < 2000 frames)
 FRAME_ID_STRIDE = 100_000
@@ -330,7 +329,7 @@ def read_3dpw_scorehypo(
             "height": H,
             "instance_id": np.asarray([r["instance_id"] for r in rows], np.int64),
             "bbox": bbox,
-            "area": np.where(ok, box_area(bbox, skel.area_rule), 0.0),
+            "area": np.where(ok, skeletons.oks_area(bbox, skel.area_rule), 0.0),
             "iscrowd": 0,
             "keypoints": np.where(ok[:, None], inst.keypoints, np.nan),
             "num_keypoints": np.where(ok, inst.num_keypoints, 0),
