@@ -169,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         r = results[size]
         print(f"{size}: backbone masked/routed {r['backbone_time_ratio_masked_over_routed']:.2f}x time "
               f"({r['backbone_macs_ratio_masked_over_routed']:.2f}x MACs); with heads "
-              f"{r['model_time_ratio_masked_over_routed']:.2f}x time ({r['model_macs_ratio_masked_over_routed']:.2f}x MACs)",
-              flush=True)
+              f"{r['model_time_ratio_masked_over_routed']:.2f}x time "
+              f"({r['model_macs_ratio_masked_over_routed']:.2f}x MACs)", flush=True)
 
     out = {
         "benchmark": "moe_routing",

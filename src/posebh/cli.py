@@ -1,26 +1,31 @@
-"""The ``posebh`` command line (Kedro's own CLI runs the pipelines: ``kedro run --pipeline=mdt``)."""
+"""The ``posebh`` command line. Kedro also picks this group up, so ``kedro demo`` works too;
+pipelines run through Kedro's own CLI (``kedro run --pipeline=mdt``)."""
 
 from __future__ import annotations
 
-import argparse
-import sys
+import click
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="posebh", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="regenerate the embedded demo data")
-    demo.add_argument("--out", default="data/01_raw/demo")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--scale", type=float, default=1.0)
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        from posebh.data.demo import generate_demo
+@click.group(name="posebh", help=__doc__)
+def cli() -> None:
+    pass
 
-        summary = generate_demo(args.out, seed=args.seed, scale=args.scale)
-        print(f"wrote {summary.get('files', '?')} files to {args.out}")
-    return 0
+
+@cli.command()
+@click.option("--out", default="data/01_raw/demo", show_default=True, help="folder to (re)write")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--scale", default=1.0, show_default=True, type=float, help="x images per dataset")
+def demo(out: str, seed: int, scale: float) -> None:
+    """Regenerate the embedded demo data in every raw release format."""
+    from posebh.data.demo import generate_demo
+
+    summary = generate_demo(out, seed=seed, scale=scale)
+    click.echo(f"wrote {summary.get('files', '?')} files to {out}")
+
+
+def main() -> None:
+    cli()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

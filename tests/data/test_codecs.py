@@ -43,6 +43,10 @@ def test_encode_equals_per_joint_reference(kind):
     np.testing.assert_allclose(hm.numpy(), ref_hm, atol=1e-5)
     np.testing.assert_array_equal(w.numpy(), ref_w)
     assert w[1, 0] == 0 and hm[1, 0].abs().sum() == 0
+    buffer = torch.full_like(hm, 7.0)
+    again, _ = codec.encode(kp, vis, out=buffer)
+    assert again.data_ptr() == buffer.data_ptr()
+    torch.testing.assert_close(again, hm)
 
 
 def test_msra_peak_location_and_value():

@@ -17,7 +17,7 @@ from posebh.data.topdown import (
     MultiDatasetSampler,
     TopDownDataset,
     collate,
-    worker_init,
+    normalize,
 )
 from posebh.data.transforms import TopDownAugment, affine_matrix, box_to_center_scale, flip_keypoints, transform_points
 
@@ -102,6 +102,17 @@ def _original(data, ds, index):
     return row, np.asarray(row["keypoints"], np.float64).reshape(-1, 3)
 
 
+def test_normalize_swaps_to_rgb_and_standardises():
+    crop = np.zeros((2, 3, 3), np.uint8)
+    crop[1, 2] = (255, 0, 128)  # B, G, R
+    out = normalize(crop)
+    assert out.shape == (3, 2, 3) and out.dtype == np.float32 and out.flags.c_contiguous
+    rgb = np.array([128 / 255, 0.0, 1.0])
+    expected = (rgb - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    np.testing.assert_allclose(out[:, 1, 2], expected, rtol=1e-6)
+    np.testing.assert_allclose(out[:, 0, 0], -np.array(IMAGENET_MEAN) / np.array(IMAGENET_STD), rtol=1e-6)
+
+
 def test_index_space_is_the_concatenation_in_dataset_order(data):
     ds = _dataset(data)
     assert ds.sizes == [4, 3] and len(ds) == 7
@@ -179,9 +190,7 @@ def test_deterministic_per_seed_epoch_index(data):
 def test_persistent_workers_see_set_epoch(data):
     ds = _dataset(data, augment=AUG, train=True, seed=9)
     sampler = MultiDatasetSampler(ds.sizes, batch_size=2, seed=1)
-    loader = DataLoader(
-        ds, batch_size=2, sampler=sampler, num_workers=2, persistent_workers=True, collate_fn=collate, worker_init_fn=worker_init
-    )
+    loader = DataLoader(ds, batch_size=2, sampler=sampler, num_workers=2, persistent_workers=True, collate_fn=collate)
     per_epoch = []
     for epoch in (0, 1):
         sampler.set_epoch(epoch)
@@ -194,6 +203,7 @@ def test_persistent_workers_see_set_epoch(data):
             torch.testing.assert_close(batch["image"], expected["image"])
             assert batch["instance"].tolist() == expected["instance"].tolist()
         per_epoch.append(torch.cat([bt["image"] for bt in batches]))
+    del loader  # shut the persistent workers down here, not at interpreter exit
     assert not torch.equal(per_epoch[0], per_epoch[1])
 
 
@@ -232,7 +242,9 @@ def test_outside_crop_policy(data):
 
 @pytest.mark.parametrize("mode", ["fixed", "per_epoch"])
 def test_center_jitter_modes(data, mode):
-    only_jitter = TopDownAugment(flip_prob=0.0, half_body=False, scale_factor=0.0, rotation_prob=0.0, center_jitter_prob=1.0)
+    only_jitter = TopDownAugment(
+        flip_prob=0.0, half_body=False, scale_factor=0.0, rotation_prob=0.0, center_jitter_prob=1.0
+    )
     ds = _dataset(data, augment=only_jitter, train=True, jitter=mode)
     table, _ = data
     for i in range(len(ds)):
@@ -251,7 +263,9 @@ def test_bad_images_raise_naming_the_file(data, tmp_path):
     bad.loc[coco_rows[0], "file_name"] = "missing.png"
     bad.loc[coco_rows[1], "file_name"] = "corrupt.png"
     (tmp_path / "corrupt.png").write_bytes(b"definitely not a png")
-    ds = TopDownDataset(bad, image_roots={"coco": tmp_path, "aic": roots["aic"]}, datasets=["coco", "aic"], input_size=INPUT)
+    ds = TopDownDataset(
+        bad, image_roots={"coco": tmp_path, "aic": roots["aic"]}, datasets=["coco", "aic"], input_size=INPUT
+    )
     with pytest.raises(DataFileError, match="missing.png"):
         ds[0]
     with pytest.raises(DataFileError, match="corrupt.png"):

@@ -80,8 +80,10 @@ def test_box_centre_maps_to_output_centre(rotation):
 def test_box_edges():
     c, s = np.array([100.0, 80.0]), np.array([96.0, 128.0])
     corners = np.array([c - s / 2, c + s / 2])
-    np.testing.assert_allclose(transform_points(corners, affine_matrix(c, s, 0, OUT, udp=True)), [[0, 0], [OUT[0] - 1, OUT[1] - 1]], atol=1e-9)
-    np.testing.assert_allclose(transform_points(corners, affine_matrix(c, s, 0, OUT, udp=False)), [[0, 0], OUT], atol=1e-9)
+    udp = transform_points(corners, affine_matrix(c, s, 0, OUT, udp=True))
+    std = transform_points(corners, affine_matrix(c, s, 0, OUT, udp=False))
+    np.testing.assert_allclose(udp, [[0, 0], [OUT[0] - 1, OUT[1] - 1]], atol=1e-9)
+    np.testing.assert_allclose(std, [[0, 0], OUT], atol=1e-9)
 
 
 @pytest.mark.parametrize("rotation", [0.0, 30.0, -65.0])

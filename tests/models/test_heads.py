@@ -196,3 +196,10 @@ def test_six_vit_b_heads_parameter_count():
     per_head_without_final = 768 * 256 * 16 + 256 * 256 * 16 + 2 * 2 * 256
     assert n == 6 * per_head_without_final + sum(256 * k + k for k in (17, 14, 16, 17, 17, 133))
     assert round(n / 1e5) == 252  # peers 4.1: six heads 25.2 M
+
+
+def test_multihead_state_dict_keys_are_by_dataset():
+    heads = MultiHead(D, {"coco": 17, "aic": 14}, deconv_channels=8)
+    keys = set(heads.state_dict())
+    assert "coco.final_layer.weight" in keys and "aic.deconv_layers.4.running_var" in keys
+    assert all(k.split(".")[0] in ("coco", "aic") for k in keys)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -269,7 +270,9 @@ def test_sorted_and_single_expert_batches():
         as_int = m(x, 4)
         as_tensor = m(x, torch.full((4,), 4))
         masked = m(x, 4, routing="masked")
+        numpy_int = m(x, np.int64(4))
     assert torch.allclose(per_sample, sorted_batch, atol=1e-5)
+    assert torch.equal(numpy_int, as_int)
     assert torch.allclose(as_int, as_tensor, atol=1e-6) and torch.allclose(as_int, masked, atol=1e-5)
 
 

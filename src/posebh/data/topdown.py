@@ -8,6 +8,10 @@ The dataset's index space is the concatenation of the datasets in ``datasets`` o
 order, = ``dataset_idx``), each block in table order, so :class:`MultiDatasetSampler` can be
 built from :attr:`TopDownDataset.sizes`. ``instance`` in a sample is the row's position in the
 table that was passed in.
+
+OpenCV and forked DataLoader workers: calling ``cv2.setNumThreads`` inside a forked worker after
+the parent process has used OpenCV's thread pool deadlocks (seen with the pthreads backend of
+opencv-python 5). To limit OpenCV's threads, call it in the main process before the workers start.
 """
 
 from __future__ import annotations
@@ -47,11 +51,6 @@ REFERENCE_UDP_DATASETS = frozenset({"coco", "mpii"})
 # Distinct SeedSequence streams so augmentation and the per-instance jitter never share draws.
 _AUG_STREAM, _JITTER_STREAM = 0, 1
 _PIXEL_MAX = 255.0
-
-
-def worker_init(_worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: one OpenCV thread per worker (the workers are the parallelism)."""
-    cv2.setNumThreads(1)
 
 
 class TopDownDataset(Dataset):
@@ -223,14 +222,18 @@ class TopDownDataset(Dataset):
         }
 
 
-_MEAN_BGR = np.array(IMAGENET_MEAN[::-1], np.float32) * _PIXEL_MAX
-_INV_STD_BGR = 1.0 / (np.array(IMAGENET_STD[::-1], np.float32) * _PIXEL_MAX)
+#: ImageNet normalisation of every uint8 value, per RGB channel: one table lookup per pixel.
+_NORMALIZE_LUT = (
+    (np.arange(256)[None, :] / _PIXEL_MAX - np.array(IMAGENET_MEAN)[:, None]) / np.array(IMAGENET_STD)[:, None]
+).astype(np.float32)
 
 
 def normalize(crop_bgr: np.ndarray) -> np.ndarray:
-    """HxWx3 uint8 BGR -> 3xHxW float32 RGB, ImageNet-normalised (the channel swap is free here)."""
-    x = (crop_bgr.astype(np.float32) - _MEAN_BGR) * _INV_STD_BGR
-    return np.ascontiguousarray(x.transpose(2, 0, 1)[::-1])
+    """HxWx3 uint8 BGR -> 3xHxW float32 RGB, ImageNet-normalised, via a lookup table (3x a float pass)."""
+    out = np.empty((3, *crop_bgr.shape[:2]), np.float32)
+    for c in range(3):
+        np.take(_NORMALIZE_LUT[c], crop_bgr[:, :, 2 - c], out=out[c])
+    return out
 
 
 def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -329,7 +332,9 @@ class MultiDatasetSampler(Sampler[int]):
         if self.ratios is None:
             return self._cycle(rng, np.arange(self.total), self.epoch_size) if self.total else np.zeros(0, np.int64)
         counts = _largest_remainder(self.ratios, self.epoch_size)
-        parts = [self.offsets[d] + self._cycle(rng, np.arange(n), c) for d, (n, c) in enumerate(zip(self.sizes, counts)) if c]
+        parts = [
+            self.offsets[d] + self._cycle(rng, np.arange(n), c) for d, (n, c) in enumerate(zip(self.sizes, counts)) if c
+        ]
         return rng.permutation(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
 
     @staticmethod
@@ -384,7 +389,8 @@ class MultiDatasetSampler(Sampler[int]):
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        for key, mine in (("num_replicas", self.num_replicas), ("batch_size", self.batch_size), ("dataset_sizes", self.sizes)):
+        fixed = {"num_replicas": self.num_replicas, "batch_size": self.batch_size, "dataset_sizes": self.sizes}
+        for key, mine in fixed.items():
             if key in state and list(np.atleast_1d(state[key])) != list(np.atleast_1d(mine)):
                 raise ValueError(f"cannot resume: {key} was {state[key]}, now {mine}")
         self.seed = int(state.get("seed", self.seed))

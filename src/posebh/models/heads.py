@@ -103,8 +103,9 @@ class KeypointEmbedding(nn.Module):
         return self.head(self.neck(self.deconv_layers(features)))
 
 
-class MultiHead(nn.Module):
-    """One ``HeatmapHead`` per dataset, keyed by dataset name, in the given (expert-index) order.
+class MultiHead(nn.ModuleDict):
+    """One ``HeatmapHead`` per dataset, keyed by dataset name, in the given (expert-index) order;
+    state-dict keys are ``{name}.deconv_layers...``/``{name}.final_layer...``.
 
     ``forward`` runs only the requested heads: a sequence of names runs each on the whole batch
     (CSS: a head on other datasets' images); a mapping ``name -> sample indices`` (LongTensor or
@@ -113,24 +114,20 @@ class MultiHead(nn.Module):
 
     def __init__(self, in_channels: int, num_keypoints: Mapping[str, int], deconv_channels: int = DECONV_CHANNELS,
                  num_deconv: int = NUM_DECONV):
-        super().__init__()
-        self.heads = nn.ModuleDict(
+        super().__init__(
             {name: HeatmapHead(in_channels, k, deconv_channels, num_deconv) for name, k in num_keypoints.items()}
         )
 
     @property
     def names(self) -> list[str]:
-        return list(self.heads.keys())
-
-    def __getitem__(self, name: str) -> HeatmapHead:
-        return self.heads[name]
+        return list(self.keys())
 
     def forward(self, features: Tensor, names: Iterable[str] | Mapping[str, Tensor]) -> dict[str, Tensor]:
         if isinstance(names, str):
             raise TypeError("names must be a sequence or mapping of head names, not a string")
-        unknown = [n for n in names if n not in self.heads]
+        unknown = [n for n in names if n not in self]
         if unknown:
             raise KeyError(f"no head for {unknown}; heads: {self.names}")
         if isinstance(names, Mapping):
-            return {n: self.heads[n](features[idx]) for n, idx in names.items()}
-        return {n: self.heads[n](features) for n in names}
+            return {n: self[n](features[idx]) for n, idx in names.items()}
+        return {n: self[n](features) for n in names}

@@ -189,7 +189,8 @@ def plant_aic(ctx: Context, split: str, records: list[dict], file: str) -> None:
             kps[3 * k] = int(FAR_OUTSIDE_FACTOR * truth["width"])
             check, text = "keypoints_inside_image", f"keypoint {k} far outside the image"
         rec["keypoint_annotations"] = dict(rec["keypoint_annotations"], **{human: kps})
-        _record(ctx, "aic", split, file, truth["instance_id"], kind, check, text, image_id=rec["image_id"], human=human)
+        defect = {"short_keypoints": "keypoint_count", "far_outside": "keypoint_far_outside"}.get(kind, kind)
+        _record(ctx, "aic", split, file, truth["instance_id"], defect, check, text, image_id=rec["image_id"], human=human)
 
 
 def plant_mpii(ctx: Context, split: str, entries: list[dict], file: str) -> None:

@@ -79,8 +79,12 @@ MIN_EVAL_IMAGES = 4
 #: APT-36K: 15 frames per clip as released; clips per species grow with the scale.
 APT36K_FRAMES = 15
 APT36K_CLIPS_PER_SPECIES = 2
-#: 3DPW: (sequences, frames per sequence) per split at scale 1.
+#: Below this scale APT-36K has one species (tiny test generations stay the scarcest set).
+APT36K_ALL_SPECIES_FROM_SCALE = 0.5
+#: 3DPW: (sequences, frames per sequence) per split at scale 1; sequences never get shorter than
+#: PW3D_MIN_FRAMES nor longer than at scale 1 (more scale = more sequences).
 PW3D_SEQUENCES = {"train": (2, 30), "test": (1, 30)}
+PW3D_MIN_FRAMES = 8
 #: AP-10K split1: 7:1:2 of the images.
 AP10K_FRACTIONS = (0.7, 0.1, 0.2)
 
@@ -98,11 +102,22 @@ def plan(scale: float = 1.0) -> dict:
     n = out["ap10k"].pop("all")
     n_train, n_val = int(n * AP10K_FRACTIONS[0]), int(n * AP10K_FRACTIONS[1])
     out["ap10k"] = {"train": n_train, "val": n_val, "test": n - n_train - n_val}
-    species = len(bodies.APT36K_SPECIES) if scale >= 0.5 else 1
-    out["apt36k"] = {"all": species * max(1, round(APT36K_CLIPS_PER_SPECIES * scale)) * APT36K_FRAMES}
+    out["apt36k"] = {"all": _apt36k_species(scale) * _apt36k_clips(scale) * APT36K_FRAMES}
     out["coco_wholebody"] = {"train": out["coco"]["train"], "val": out["coco"]["val"]}
-    out["3dpw"] = {s: max(1, round(k * scale)) * max(8, round(f * min(scale, 1.0))) for s, (k, f) in PW3D_SEQUENCES.items()}
+    out["3dpw"] = {s: _pw3d_sequences(k, scale) * max(PW3D_MIN_FRAMES, round(f * min(scale, 1.0))) for s, (k, f) in PW3D_SEQUENCES.items()}
     return out
+
+
+def _apt36k_species(scale: float) -> int:
+    return len(bodies.APT36K_SPECIES) if scale >= APT36K_ALL_SPECIES_FROM_SCALE else 1
+
+
+def _apt36k_clips(scale: float) -> int:
+    return max(1, round(APT36K_CLIPS_PER_SPECIES * scale))
+
+
+def _pw3d_sequences(base: int, scale: float) -> int:
+    return max(1, round(base * scale))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -655,8 +670,8 @@ APT36K_IMAGE_ROOT = "apt36k/AP-36k-patr1"
 
 
 def build_apt36k(ctx: Context) -> None:
-    n_species = len(bodies.APT36K_SPECIES) if ctx.scale >= 0.5 else 1
-    clips_per_species = max(1, round(APT36K_CLIPS_PER_SPECIES * ctx.scale))
+    n_species = _apt36k_species(ctx.scale)
+    clips_per_species = _apt36k_clips(ctx.scale)
     next_ann = Counter(ctx.rng("apt36k", "annotations"), 0)
     images, anns = [], []
     image_id = video_id = 0
@@ -973,6 +988,11 @@ PW3D_NAMES = {"train": ("courtyard_demoWalk_00", "downtown_demoStroll_01", "outd
 #: instance_id = image_id * actor stride + actor (sequences in file-name order).
 PW3D_IMAGE_ID_STRIDE = 100_000
 PW3D_ACTOR_STRIDE = 10
+#: An actor with fewer joints in the frame gets campose_valid = False there (no empty instances).
+PW3D_MIN_JOINTS = 6
+#: Side-by-side spacing of a pair of actors (m) and camera distances (m) by number of actors.
+PW3D_PAIR_GAP = 0.9
+PW3D_DISTANCE = {1: (3.2, 4.2), 2: (4.4, 5.4)}
 #: Frames per second of the images; the IMU-rate fields are at twice this.
 PW3D_IMU_FACTOR = 2
 _PW3D_GENDER = {"m": "male", "f": "female"}
@@ -992,17 +1012,21 @@ def build_3dpw(ctx: Context) -> None:
     W, H = PW3D_SIZE
     image_id = ann_id = 0
     for split, (n_seq, _) in PW3D_SEQUENCES.items():
-        n_seq = max(1, round(n_seq * ctx.scale))
+        n_seq = _pw3d_sequences(n_seq, ctx.scale)
         n_frames = ctx.plan["3dpw"][split] // n_seq
         names = sorted(f"{PW3D_NAMES[split][s % len(PW3D_NAMES[split])]}{'' if s < len(PW3D_NAMES[split]) else f'_{s}'}" for s in range(n_seq))
         sh_images, sh_anns = [], []
         for seq_index, seq in enumerate(names):
             rng = ctx.rng("3dpw", split, seq)
             n_actors = int(rng.choice([1, 2], p=[0.6, 0.4]))
-            actors = [scenes.pw3d_actor(rng, np.array([1.2 * a - 0.6 * (n_actors - 1), 0.95, 0.0])) for a in range(n_actors)]
+            heading = float(rng.uniform(-np.pi, np.pi))
+            actors = []
+            for a in range(n_actors):  # a pair walks side by side, roughly the same way
+                side = (a - 0.5 * (n_actors - 1)) * PW3D_PAIR_GAP * np.array([np.cos(heading), 0.0, -np.sin(heading)])
+                actors.append(scenes.pw3d_actor(rng, side + np.array([0.0, bodies.BIPED_PELVIS_HEIGHT, 0.0]), heading + float(rng.normal(0, 0.1))))
             poses = [[scenes.actor_pose(act, f) for f in range(n_frames)] for act in actors]
             targets = np.array([np.mean([poses[a][f][0].trans for a in range(n_actors)], axis=0) for f in range(n_frames)])
-            cams = scenes.handheld_camera(rng, W, H, targets, n_frames)
+            cams = scenes.handheld_camera(rng, W, H, targets, n_frames, PW3D_DISTANCE[n_actors])
             bg = scenes.background(rng, W, H)
             valid = [np.ones(n_frames, bool) for _ in actors]
             if n_actors > 1:
@@ -1031,6 +1055,9 @@ def build_3dpw(ctx: Context) -> None:
                     kp, _ = scenes.annotate(scene, a, "3dpw")
                     uv_render = kp[:, :2].copy()
                     inside = _inside(uv_render, W, H)
+                    if inside.sum() < PW3D_MIN_JOINTS:  # the camera lost this actor: flag the frame as 3DPW does
+                        valid[a][f] = False
+                        continue
                     truth_kp = np.zeros((24, 3))
                     truth_kp[inside, :2] = uv_render[inside]
                     truth_kp[inside, 2] = 2
@@ -1134,9 +1161,10 @@ def generate_demo(
         out.prune(FOLDERS[g])
     summary = _summary(ctx, groups)
     defects.write_defects(ctx, groups)
-    from posebh.data.demo.readme import readme
+    if groups == list(GROUPS):  # the README describes the whole folder: only a full run rewrites it
+        from posebh.data.demo.readme import readme
 
-    out.write_text("README.md", readme(summary, ctx))
+        out.write_text("README.md", readme(summary, ctx))
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     return (summary, truth) if return_truth else summary
 

@@ -422,13 +422,14 @@ class Actor:
     hands: tuple
 
 
-def pw3d_actor(rng: np.random.Generator, start: np.ndarray) -> Actor:
+def pw3d_actor(rng: np.random.Generator, start: np.ndarray, heading: float | None = None) -> Actor:
+    """A walker; ``heading`` (radians about +y) makes a pair walk side by side."""
     base = bodies.sample_biped_params(rng, "stand")
     return Actor(
         bodies.sample_shape(rng),
         person_palette(rng),
         start,
-        float(rng.uniform(-np.pi, np.pi)),
+        float(rng.uniform(-np.pi, np.pi)) if heading is None else heading,
         float(rng.uniform(0.02, 0.045)),
         float(rng.uniform(0.6, 1.0)),
         float(rng.uniform(0, 2 * np.pi)),
@@ -448,18 +449,17 @@ def actor_pose(actor: Actor, frame: int) -> tuple[bodies.BipedPose, dict]:
     return bodies.BipedPose(bodies.biped_rotations(params), trans, actor.hands), params
 
 
-def handheld_camera(rng: np.random.Generator, width: int, height: int, targets: np.ndarray, frames: int) -> list[Camera]:
-    """A slowly drifting handheld phone camera following ``targets`` (one per frame), as in 3DPW."""
+def handheld_camera(rng: np.random.Generator, width: int, height: int, targets: np.ndarray, frames: int, distance: tuple[float, float] = (3.2, 4.2)) -> list[Camera]:
+    """A handheld phone camera that follows ``targets`` (one point per frame) with a little shake."""
     f = float(rng.uniform(1.1, 1.4)) * height
-    dist = float(rng.uniform(3.2, 4.2))
+    dist = float(rng.uniform(*distance))
     az = float(rng.uniform(-np.pi, np.pi))
-    offset0 = np.array([dist * np.sin(az), float(rng.uniform(0.2, 0.6)), dist * np.cos(az)])
-    drift = rng.normal(0, 0.01, 3)
+    offset = np.array([dist * np.sin(az), float(rng.uniform(0.2, 0.6)), dist * np.cos(az)])
+    drift = rng.normal(0, 0.005, 3)
     cams = []
     for k in range(frames):
-        pos = targets[0] + offset0 + k * drift + 0.01 * np.array([np.sin(0.3 * k), np.sin(0.23 * k), 0.0])
-        look = 0.7 * targets[0] + 0.3 * targets[k]
-        R, t = look_at(pos, look, roll=0.02 * np.sin(0.2 * k))
+        shake = 0.01 * np.array([np.sin(0.3 * k), np.sin(0.23 * k), 0.0])
+        R, t = look_at(targets[k] + offset + k * drift + shake, targets[k], roll=0.02 * np.sin(0.2 * k))
         cams.append(Camera(R, t, f, f, width / 2, height / 2, width, height))
     return cams
 
