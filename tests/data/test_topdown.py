@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import pickle
 
 import cv2
 import numpy as np
@@ -19,7 +20,14 @@ from posebh.data.topdown import (
     collate,
     normalize,
 )
-from posebh.data.transforms import TopDownAugment, affine_matrix, box_to_center_scale, flip_keypoints, transform_points
+from posebh.data.transforms import (
+    TopDownAugment,
+    affine_matrix,
+    box_to_center_scale,
+    crop_matrix,
+    flip_keypoints,
+    transform_points,
+)
 
 INPUT = (96, 128)
 IMAGE_WH = (320, 256)
@@ -163,6 +171,21 @@ def test_augmented_keypoints_match_transform_points_and_dots(data, epoch):
         assert checked > 0
 
 
+def test_crop_points_map_back_to_the_image(data):
+    ds = _dataset(data, augment=AUG, train=True, seed=12, udp={"aic"})
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            s = ds[i]
+            _, kp = _original(data, ds, i)
+            back = crop_matrix(
+                s["center"].numpy(), s["scale"].numpy(), s["rotation"], INPUT, udp=s["udp"],
+                flip_width=s["image_width"] if s["flipped"] else None, inverse=True,
+            )
+            source = ds.skeletons[s["dataset_idx"]].flip_index() if s["flipped"] else slice(None)
+            np.testing.assert_allclose(transform_points(s["keypoints"].numpy(), back), kp[source, :2], atol=1e-3)
+
+
 def test_augmentation_actually_varies(data):
     ds = _dataset(data, augment=AUG, train=True, seed=3)
     draws = []
@@ -185,6 +208,14 @@ def test_deterministic_per_seed_epoch_index(data):
         torch.testing.assert_close(sa["keypoints"], sb["keypoints"])
         torch.testing.assert_close(a[i]["image"], sa["image"])
     assert any(not torch.equal(a[i]["keypoints"], c[i]["keypoints"]) for i in range(len(a)))
+
+
+def test_dataset_pickles_for_spawned_workers(data):
+    ds = _dataset(data, augment=AUG, train=True, seed=4)
+    ds.set_epoch(3)
+    clone = pickle.loads(pickle.dumps(ds))
+    assert clone.epoch == 3
+    torch.testing.assert_close(clone[2]["image"], ds[2]["image"])
 
 
 def test_persistent_workers_see_set_epoch(data):

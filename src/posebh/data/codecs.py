@@ -26,7 +26,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 Kind = Literal["msra", "udp"]
 Refine = Literal["none", "shift", "dark"]
@@ -190,7 +189,7 @@ class HeatmapCodec:
 
         Equals blurring the whole map as ``cv2.GaussianBlur(hm, (k, k), 0)`` (reflect-101 border),
         clipping, taking the log, padding it by replication and differencing around the argmax,
-        but blurs only at the 3x3 pixels the differences read: O(k) work per joint, not O(h w k).
+        but blurs only at the 3x3 pixels the differences read: O(k w) work per joint, not O(k h w).
         """
         n, k, h, w = hm.shape
         g = self._blur_taps(hm.device)

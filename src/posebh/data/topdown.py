@@ -66,7 +66,13 @@ class TopDownDataset(Dataset):
     ``visible`` is min(1, v). ``outside_crop="keep"`` leaves it at that for joints that the
     augmentation pushed off the crop, as mmpose does: the codec then trains the part of their
     Gaussian that still overlaps the map and gives weight 0 only when the window misses the map.
-    ``"zero"`` also zeroes joints outside the crop. ``in_crop`` is returned either way.
+    ``"zero"`` also zeroes joints outside the crop. ``in_crop`` (returned either way) says the
+    keypoint falls on a crop pixel, i.e. within [-0.5, W - 0.5) x [-0.5, H - 0.5).
+
+    Crop points map back to the original image with
+    ``transform_points(p, crop_matrix(center, scale, rotation, input_size, udp=udp,
+    flip_width=image_width if flipped else None, inverse=True))``; on a flipped sample, channel j
+    then holds the skeleton's mirrored keypoint ``flip_index()[j]``.
 
     :meth:`set_epoch` writes to a shared-memory tensor, so it reaches persistent DataLoader
     workers as long as it is called before the epoch's ``iter(loader)``.
@@ -109,12 +115,12 @@ class TopDownDataset(Dataset):
         else:
             udp_names = set(udp)
         self.udp = [name in udp_names for name in self.datasets]
-        self.skeletons = [skeletons.get(name) for name in self.datasets]
         self.augment = [self._augment_for(augment, name) for name in self.datasets]
 
         names = table["dataset"].astype(str).to_numpy()
         order, keypoints, sizes = [], [], []
-        for name, skel in zip(self.datasets, self.skeletons):
+        for name in self.datasets:
+            skel = skeletons.get(name)
             rows = np.flatnonzero(names == name)
             order.append(rows)
             sizes.append(len(rows))
@@ -143,6 +149,11 @@ class TopDownDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self._rows)
+
+    @property
+    def skeletons(self) -> list[skeletons.Skeleton]:
+        """Per dataset_idx; looked up in the registry, not stored, so the dataset pickles for spawn."""
+        return [skeletons.get(name) for name in self.datasets]
 
     @property
     def epoch(self) -> int:
@@ -187,7 +198,7 @@ class TopDownDataset(Dataset):
         jitter_epoch = 0 if self.jitter == "fixed" else (self.epoch if epoch is None else epoch)
         jitter_rng = np.random.default_rng([self.seed, _JITTER_STREAM, jitter_epoch, int(index)])
         center = aug.jitter_center(center, box[2:4], jitter_rng)
-        return aug(image_width, kp, center, scale, rng, self.skeletons[d])
+        return aug(image_width, kp, center, scale, rng, skeletons.get(self.datasets[d]))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = int(index)

@@ -1,0 +1,178 @@
+"""The PoseBH model: a ViT-MoE backbone, one heatmap head per dataset, the keypoint-embedding
+module and the J x M x F keypoint prototypes over the global MDT keypoint space.
+
+State-dict prefixes: ``backbone.``, ``heads.<dataset>.``, ``embedding.``, ``prototypes.prototypes``.
+The expert index of a sample is its dataset's position in ``config.datasets`` (the MDT order,
+PoseBH's ``dataset_idx``), which is also the prototype-row order of :class:`~posebh.skeletons.MDTSpace`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from posebh import skeletons
+from posebh.models.heads import KeypointEmbedding, MultiHead
+from posebh.models.prototypes import EMBED_DIM, PROTOTYPES_PER_KEYPOINT, Prototypes
+from posebh.models.vit_moe import build_backbone, spec
+
+#: The top-level modules a training stage can freeze or train (prototypes are never trained by
+#: the optimizer; their momentum updates are switched by the stage).
+TRAINABLE_MODULES: tuple[str, ...] = ("backbone", "heads", "embedding")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that fixes the architecture (saved in checkpoints to rebuild the model)."""
+
+    size: str = "tiny"
+    datasets: tuple[str, ...] = skeletons.PAPER_MDT_DATASETS
+    #: input (H, W); None takes the size's default (256x192, or 128x96 for ``tiny``)
+    img_size: tuple[int, int] | None = None
+    embed_dim: int = EMBED_DIM
+    prototypes_per_keypoint: int = PROTOTYPES_PER_KEYPOINT
+    drop_path_rate: float | None = None
+    part_features: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown model setting(s) {unknown}; known: {sorted(known)}")
+        d = dict(d)
+        if "datasets" in d:
+            d["datasets"] = tuple(skeletons.get(n).name for n in d["datasets"])
+        if d.get("img_size") is not None:
+            d["img_size"] = tuple(int(v) for v in d["img_size"])
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["datasets"] = list(self.datasets)
+        out["img_size"] = list(self.input_hw)
+        return out
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return tuple(self.img_size) if self.img_size is not None else spec(self.size).img_size
+
+    @property
+    def input_wh(self) -> tuple[int, int]:
+        h, w = self.input_hw
+        return (w, h)
+
+    @property
+    def heatmap_wh(self) -> tuple[int, int]:
+        """The heads' output size: the token grid upsampled 4x by two stride-2 deconvolutions."""
+        w, h = self.input_wh
+        return (w // 4, h // 4)
+
+    @property
+    def space(self) -> skeletons.MDTSpace:
+        return skeletons.mdt_space(self.datasets)
+
+
+class PoseBH(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.space = config.space
+        sp = spec(config.size)
+        self.backbone = build_backbone(
+            config.size,
+            num_experts=len(config.datasets),
+            img_size=config.input_hw,
+            drop_path_rate=config.drop_path_rate,
+            part_features=config.part_features,
+        )
+        dim = self.backbone.embed_dim
+        self.heads = MultiHead(
+            dim, {d: skeletons.get(d).num_keypoints for d in config.datasets}, deconv_channels=sp.head_channels
+        )
+        self.embedding = KeypointEmbedding(
+            dim, deconv_channels=sp.head_channels, channels=config.embed_dim, out_channels=config.embed_dim
+        )
+        self.prototypes = Prototypes(self.space.total, config.prototypes_per_keypoint, config.embed_dim)
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        return self.config.datasets
+
+    def dataset_index(self, dataset: str) -> int:
+        return self.space.dataset_index(skeletons.get(dataset).name)
+
+    def features(self, images: Tensor, dataset_idx: Tensor | int) -> Tensor:
+        """Backbone features (B, D, h, w), each sample through its own expert."""
+        return self.backbone(images, dataset_idx)
+
+    def embed(self, features: Tensor) -> Tensor:
+        """Pixel embeddings (B, F, 4h, 4w), L2-normalised per pixel."""
+        return F.normalize(self.embedding(features).float(), dim=1)
+
+    def predict(self, images: Tensor, dataset: str, *, expert: str | None = None) -> Tensor:
+        """Heatmaps of ``dataset``'s keypoints on any images (cross-skeleton prediction).
+
+        The expert defaults to the dataset's own, as the split per-dataset model does.
+        """
+        idx = self.dataset_index(expert or dataset)
+        return self.heads[skeletons.get(dataset).name](self.features(images, idx))
+
+    def prototype_heatmap(self, images: Tensor, dataset: str, *, expert: str | None = None) -> Tensor:
+        """Any dataset's keypoints through the prototypes (|cos|, max over in-class prototypes)."""
+        idx = self.dataset_index(expert or dataset)
+        emb = self.embed(self.features(images, idx))
+        return self.prototypes.heatmap(emb, self.space.slice(skeletons.get(dataset).name))
+
+    def forward(
+        self,
+        images: Tensor,
+        dataset_idx: Tensor,
+        *,
+        own_heads: bool = True,
+        embedding: bool = False,
+        cross_heads: bool = False,
+    ) -> dict[str, Any]:
+        """One training forward (through DDP), computing only what the stage's losses need.
+
+        ``heads[d]`` = (sample positions of dataset d, head d on them); ``emb`` = normalised pixel
+        embeddings of the whole batch; ``cross[d]`` = (positions of the OTHER datasets' samples,
+        head d on them), the head side of cross-type self-supervision. Heads that no loss needs
+        never run (stage 1 runs none).
+        """
+        feats = self.features(images, dataset_idx)
+        present = dataset_idx.unique().tolist()
+        out: dict[str, Any] = {}
+        if own_heads:
+            groups = {self.datasets[d]: (dataset_idx == d).nonzero().flatten() for d in present}
+            hm = self.heads(feats, groups)
+            out["heads"] = {d: (groups[d], hm[d]) for d in groups}
+        if embedding:
+            out["emb"] = self.embed(feats)
+        if cross_heads:
+            cross = {}
+            for d, name in enumerate(self.datasets):
+                others = (dataset_idx != d).nonzero().flatten()
+                if len(others):
+                    cross[name] = (others, self.heads[name](feats[others]))
+            out["cross"] = cross
+        return out
+
+    def set_trainable(self, modules: set[str] | frozenset[str]) -> None:
+        """Train exactly the named top-level modules; every other parameter is frozen."""
+        unknown = set(modules) - set(TRAINABLE_MODULES)
+        if unknown:
+            raise ValueError(f"unknown module(s) {sorted(unknown)}; trainable modules: {TRAINABLE_MODULES}")
+        for name in TRAINABLE_MODULES:
+            getattr(self, name).requires_grad_(name in modules)
+
+
+def build_model(config: ModelConfig | dict) -> PoseBH:
+    if isinstance(config, dict):
+        config = ModelConfig.from_dict(config)
+    return PoseBH(config)
