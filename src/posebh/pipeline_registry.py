@@ -7,7 +7,7 @@ import importlib
 from kedro.pipeline import Pipeline
 
 #: The DAG in order (DESIGN.md section 2); each name is a package under posebh.pipelines.
-MDT_PIPELINES: tuple[str, ...] = ("ingest", "prepare")
+MDT_PIPELINES: tuple[str, ...] = ("ingest", "prepare", "baseline", "stage1", "stage2", "stage3")
 
 #: Pipelines outside the main DAG.
 OTHER_PIPELINES: tuple[str, ...] = ("demo",)

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from posebh import losses as L
 from posebh.data.codecs import HeatmapCodec
+from posebh.engine.stages import apply_trainable
 from posebh.models.prototypes import all_reduce_mean_, choose_clusters, prototype_learning, sample_pixels
 
 #: The loss switches a stage may set, and their defaults (the baseline: ViTPose++ training).
@@ -106,7 +107,7 @@ class PoseBHObjective:
 
     def start_epoch(self, model: nn.Module, stage: Any, epoch: int) -> None:
         m = unwrap(model)
-        m.set_trainable(set(stage.trainable_at(epoch)))
+        apply_trainable(m, stage.trainable_at(epoch))
         self._update_prototypes = self.switches["prototypes"] and stage.prototypes_at(epoch) == "update"
         m.prototypes.frozen = not self._update_prototypes
 

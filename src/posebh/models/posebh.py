@@ -20,11 +20,6 @@ from posebh.models.heads import KeypointEmbedding, MultiHead
 from posebh.models.prototypes import EMBED_DIM, PROTOTYPES_PER_KEYPOINT, Prototypes
 from posebh.models.vit_moe import build_backbone, spec
 
-#: The top-level modules a training stage can freeze or train (prototypes are never trained by
-#: the optimizer; their momentum updates are switched by the stage).
-TRAINABLE_MODULES: tuple[str, ...] = ("backbone", "heads", "embedding")
-
-
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything that fixes the architecture (saved in checkpoints to rebuild the model)."""
@@ -162,14 +157,6 @@ class PoseBH(nn.Module):
                     cross[name] = (others, self.heads[name](feats[others]))
             out["cross"] = cross
         return out
-
-    def set_trainable(self, modules: set[str] | frozenset[str]) -> None:
-        """Train exactly the named top-level modules; every other parameter is frozen."""
-        unknown = set(modules) - set(TRAINABLE_MODULES)
-        if unknown:
-            raise ValueError(f"unknown module(s) {sorted(unknown)}; trainable modules: {TRAINABLE_MODULES}")
-        for name in TRAINABLE_MODULES:
-            getattr(self, name).requires_grad_(name in modules)
 
 
 def build_model(config: ModelConfig | dict) -> PoseBH:

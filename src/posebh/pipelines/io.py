@@ -116,3 +116,33 @@ def _json_default(obj):
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+class TorchDataset(_LocalFileDataset):
+    """A model checkpoint ({"config": ..., "state_dict": ...}), loaded with ``weights_only=True``
+    so a file from elsewhere can never execute code."""
+
+    def _read(self, path):
+        import torch
+
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
+            raise DatasetError(f"{path}: not a loadable weights-only checkpoint ({e.__class__.__name__}: {e})") from e
+
+    def _write(self, data, path):
+        import torch
+
+        torch.save(data, path)
+
+
+class CSVDataset(_LocalFileDataset):
+    """A pandas table as CSV (training logs that ``dvc plots`` draws)."""
+
+    def _read(self, path):
+        import pandas as pd
+
+        return pd.read_csv(path)
+
+    def _write(self, data, path):
+        data.to_csv(path, index=False)
