@@ -7,7 +7,10 @@ import importlib
 from kedro.pipeline import Pipeline
 
 #: The DAG in order (DESIGN.md section 2); each name is a package under posebh.pipelines.
-MDT_PIPELINES: tuple[str, ...] = ("ingest", "prepare", "baseline", "stage1", "stage2", "stage3")
+MDT_PIPELINES: tuple[str, ...] = (
+    "ingest", "prepare", "baseline", "stage1", "stage2", "stage3", "split",
+    "transfer_interhand", "transfer_3dpw", "evaluate", "report",
+)
 
 #: Pipelines outside the main DAG.
 OTHER_PIPELINES: tuple[str, ...] = ("demo",)

@@ -146,3 +146,33 @@ class CSVDataset(_LocalFileDataset):
 
     def _write(self, data, path):
         data.to_csv(path, index=False)
+
+
+class SplitModelsDataset(AbstractDataset):
+    """A folder of per-dataset split models (``posebh.models.export.save_split``): saving takes a
+    PoseBH model, loading gives ``{dataset: PerDatasetModel}``. Each file is written atomically."""
+
+    def __init__(self, path: str, metadata: dict | None = None):
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
+
+    def _exists(self) -> bool:
+        return self._path.is_dir() and any(self._path.glob("*.pt"))
+
+    def load(self):
+        from posebh.models.export import load_split_dir
+
+        if not self._exists():
+            raise DatasetError(f"{self._path}: no split models (run the split pipeline first)")
+        return load_split_dir(self._path)
+
+    def save(self, data) -> None:
+        from posebh.models.export import save_split
+
+        try:
+            save_split(self._path, data)
+        except OSError as e:
+            raise DatasetError(f"{self._path}: cannot write ({e.strerror or e})") from e
