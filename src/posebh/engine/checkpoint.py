@@ -11,21 +11,19 @@ tensors, numbers, strings, None, lists/tuples and dicts; RNG states are stored a
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
-import tempfile
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 import torch
 
+from posebh.atomic import atomic_file
+
 #: the rolling checkpoint a stage resumes from
 CHECKPOINT_NAME = "checkpoint.pt"
-_FILE_MODE = 0o644
 _PLAIN_SCALARS = (bool, int, float, str, bytes, type(None), torch.dtype, torch.Size, torch.device)
 
 
@@ -36,39 +34,6 @@ class CheckpointError(RuntimeError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
-
-
-@contextmanager
-def atomic_file(path: str | Path, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file next to ``path``; on success fsync it and rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (a no-op where folders cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def check_plain(obj: Any, where: str = "state") -> None:

@@ -35,8 +35,6 @@ import contextlib
 import io
 import json
 import logging
-import os
-import tempfile
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -485,16 +483,9 @@ def occluded_keypoint_ap(
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    from posebh.atomic import write_bytes
+
+    write_bytes(path, data)
 
 
 def _results_bytes(results: Sequence[Mapping[str, Any]]) -> bytes:

@@ -26,10 +26,8 @@ correction is one line in :data:`STATIC_PREFIXES` or :func:`official_head_prefix
 from __future__ import annotations
 
 import math
-import os
 import pickle
 import re
-import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from posebh import skeletons
+from posebh.atomic import atomic_file
 from posebh.models.posebh import ModelConfig, PoseBH, build_model
 from posebh.models.vit_moe import PATCH_SIZE, SIZES, ViT, ViTMoE, grid_size, resize_pos_embed, spec
 
@@ -200,47 +199,13 @@ def read_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> Any:
         raise CheckpointError(path, f"not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
 
 
-_FILE_MODE = 0o666
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file in the target folder, then rename: a crash never leaves a
-    half-written checkpoint under the final name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _FILE_MODE & ~_umask())  # mkstemp's 0600 would hide the file from other users
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable too (skipped where a folder cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """``torch.save`` atomically: a crash never leaves a half-written checkpoint under the final name."""
+    with atomic_file(path, "wb") as f:
+        torch.save(obj, f)
+    return Path(path)
 
 
 def unwrap_state(obj: Any, source: str | Path = "<state dict>") -> dict[str, Tensor]:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -52,21 +50,10 @@ LABELLED_KEYPOINTS = ("nose", "left_wrist", "left_front_paw", "left_knee", "left
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    """Write to a temp file next to ``path``, fsync, then rename over it: whole file or nothing."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Whole file or nothing (see :mod:`posebh.atomic`)."""
+    from posebh.atomic import write_bytes
+
+    return write_bytes(path, data)
 
 
 @contextlib.contextmanager

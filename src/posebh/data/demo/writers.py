@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from posebh import atomic
 
 import numpy as np
 
 JPEG_QUALITY = 88
 #: Protocol 2 is what the Python 2 tooling behind the real 3DPW pickles wrote.
 PICKLE_PROTOCOL = 2
-#: Mode of written files (mkstemp's private 0600 would be a surprise in a data folder).
-FILE_MODE = 0o644
 #: The 116-byte descriptive text of a MAT 5 header (scipy writes the creation time here).
 MAT_HEADER_TEXT = b"MATLAB 5.0 MAT-file, Platform: posebh demo generator, Created on: deterministic"
 _MAT_TEXT_BYTES = 116
@@ -39,18 +37,7 @@ class OutputTree:
         return self.root / rel
 
     def write_bytes(self, rel: str, data: bytes) -> None:
-        target = self.path(rel)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, FILE_MODE)
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic.write_bytes(self.path(rel), data)
         self.files[rel] = len(data)
 
     def write_json(self, rel: str, obj: Any) -> None:
