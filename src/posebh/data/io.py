@@ -34,6 +34,8 @@ def load_json(path: str | Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise DataFileError(p, f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
+    except RecursionError:
+        raise DataFileError(p, "JSON nested too deeply to parse (hostile or corrupt file)") from None
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -47,6 +49,27 @@ def require_keys(obj: Any, keys: tuple[str, ...], path: str | Path, what: str = 
         raise DataFileError(path, f"missing key(s) {missing} at the {what}")
 
 
+def index_by_id(entries: list) -> tuple[dict[int, dict], dict[int, int]]:
+    """The objects of a JSON list by their integer ``id`` (the last wins), and the ids that occur
+    more than once with their count (annotations on those cannot be attributed to one image)."""
+    index: dict[int, dict] = {}
+    counts: dict[int, int] = {}
+    for e in entries:
+        if isinstance(e, dict) and type(e.get("id")) is int:
+            index[e["id"]] = e
+            counts[e["id"]] = counts.get(e["id"], 0) + 1
+    return index, {k: c for k, c in counts.items() if c > 1}
+
+
+def lookup_image(index: dict[int, dict], duplicates: dict[int, int], image_id: Any) -> tuple[dict, str | None]:
+    """The image of an annotation's ``image_id`` ({} if unknown) and, for a repeated id, why it is ambiguous."""
+    if type(image_id) is not int:
+        return {}, None
+    if image_id in duplicates:
+        return index.get(image_id, {}), f"image id {image_id} appears {duplicates[image_id]} times in images"
+    return index.get(image_id, {}), None
+
+
 #: The issue of rows whose image size could not be read because no image root was given.
 NO_IMAGE_ROOT = "image size unknown (no image_root)"
 
@@ -58,5 +81,5 @@ def image_size(path: str | Path) -> tuple[int, int] | None:
     try:
         with Image.open(path) as im:
             return im.size
-    except (FileNotFoundError, IsADirectoryError, UnidentifiedImageError, OSError):
-        return None
+    except (FileNotFoundError, IsADirectoryError, UnidentifiedImageError, OSError, Image.DecompressionBombError):
+        return None  # a header claiming billions of pixels is refused like an unreadable one

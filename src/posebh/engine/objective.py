@@ -13,21 +13,34 @@ cps        clustered prototype supervision (delta), clusters built at the stage 
 
 Targets are rendered here, batched on the training device, by each dataset's codec (UDP for the
 datasets the reference trains with UDP, MSRA for the others); the loader never makes heatmaps.
+
+SAR heads (``model.head: sar``, recognised by their :class:`~posebh.data.sar_codec.SAROutput`):
+the ``heatmap`` switch then trains them with the SAR likelihood (term ``sar``) plus the
+auxiliary heatmap loss (term ``sar_aux``, weight ``sar_aux_weight``) against the same Gaussian
+targets the heatmap heads would get. CSS uses the auxiliary branch as the head-side prediction,
+sigmoid(aux logits): it lives in [0, 1] with a Gaussian of peak 1 as its target, so CSS's
+confidence threshold, peak agreement and MSE to the pseudo-label mean what they mean for a
+heatmap head, and no decoded coordinates need rasterising. The pseudo-labels therefore train the
+SAR heads' shared deconvolutions and aux branch, not their confidence/offset convs directly.
+PHM, PPC, PPD and CPS do not involve the heads and are unchanged.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from posebh import losses as L
+from posebh import losses_sar as LS
 from posebh.data.codecs import HeatmapCodec
+from posebh.data.sar_codec import SARCodec, SAROutput
 from posebh.engine.stages import apply_trainable
 from posebh.models.prototypes import all_reduce_mean_, choose_clusters, prototype_learning, sample_pixels
 
+_SAR_FIELDS = frozenset({"sar_lambda", "sar_aux_weight"})
 #: The loss switches a stage may set, and their defaults (the baseline: ViTPose++ training).
 LOSS_SWITCHES: dict[str, bool] = {"heatmap": True, "prototypes": False, "phm": False, "css": False, "cps": False}
 
@@ -48,6 +61,15 @@ class ObjectiveConfig:
     cps_options: tuple[int, ...] = (64, 96, 128)
     cps_iters: int = 500
     seed: int = 0
+    #: SAR heads only: the Laplace kernel's lambda (normalised grid units) and the aux heatmap weight
+    sar_lambda: float = LS.SAR_LAMBDA
+    sar_aux_weight: float = LS.SAR_AUX_WEIGHT
+
+    def __repr__(self) -> str:
+        # The repr is part of the stage fingerprint; SAR settings at their defaults are left out
+        # so heatmap runs keep the fingerprints (and resume folders) they had before SAR existed.
+        shown = [f.name for f in fields(self) if not (f.name in _SAR_FIELDS and getattr(self, f.name) == f.default)]
+        return f"{type(self).__qualname__}({', '.join(f'{n}={getattr(self, n)!r}' for n in shown)})"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ObjectiveConfig":
@@ -86,6 +108,8 @@ class PoseBHObjective:
             d: HeatmapCodec(input_wh, heatmap_wh, config.sigma, kind="udp" if d in config.udp_datasets else "msra")
             for d in self.datasets
         }
+        # SAR targets drop the joints the heatmap codec drops (same window rule and radius)
+        self.sar_codecs = {d: SARCodec(input_wh, heatmap_wh, margin=self.codecs[d].radius) for d in self.datasets}
         # Gumbel draws of the momentum update come from this generator so that runs (and resumed
         # runs) repeat exactly; on an accelerator the global, per-rank seeded RNG is used instead.
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -133,6 +157,31 @@ class PoseBHObjective:
             out[name] = (t["index"].to(device), hm, w)
         return out
 
+    def sar_targets(self, batch: dict) -> dict[str, tuple[Tensor, Tensor]]:
+        """Per dataset in the batch: (normalised SAR target coordinates, weights)."""
+        out = {}
+        device = batch["image"].device
+        for d, t in batch["targets"].items():
+            name = self.datasets[int(d)]
+            out[name] = self.sar_codecs[name].encode(t["keypoints"].to(device), t["visible"].to(device))
+        return out
+
+    def _sar_terms(self, heads: dict, batch: dict, targets: dict, batch_size: int) -> dict[str, Tensor]:
+        """The SAR likelihood and the auxiliary heatmap loss of each head on its own samples."""
+        coords = self.sar_targets(batch)
+        nll, aux = [], []
+        for name, (_, pred) in heads.items():
+            t, tw = coords[name]
+            nll.append(LS.sar_loss(pred.logits, pred.offsets, t, tw, lam=self.config.sar_lambda,
+                                   batch_size_for_mean=batch_size))
+            if pred.heatmap is not None and self.config.sar_aux_weight > 0:
+                _, hm, wt = targets[name]
+                aux.append(LS.aux_heatmap_loss(pred.heatmap, hm, wt, batch_size_for_mean=batch_size))
+        terms = {"sar": sum(nll)}
+        if aux:
+            terms["sar_aux"] = self.config.sar_aux_weight * sum(aux)
+        return terms
+
     def __call__(self, model: nn.Module, batch: dict, *, epoch: int, step: int) -> dict[str, Tensor]:
         m = unwrap(model)
         s, w = self.switches, self.config.weights
@@ -144,7 +193,9 @@ class PoseBHObjective:
         batch_size = images.shape[0]
         terms: dict[str, Tensor] = {}
 
-        if s["heatmap"]:
+        if s["heatmap"] and _is_sar(out["heads"]):
+            terms.update(self._sar_terms(out["heads"], batch, targets, batch_size))
+        elif s["heatmap"]:
             terms["heatmap"] = sum(
                 L.heatmap_mse(hm, targets[name][1], targets[name][2], batch_size_for_mean=batch_size)
                 for name, (_, hm) in out["heads"].items()
@@ -172,6 +223,8 @@ class PoseBHObjective:
             if s["css"]:
                 css = []
                 for name, (others, head_hm) in out.get("cross", {}).items():
+                    if isinstance(head_hm, SAROutput):
+                        head_hm = _css_heatmap(head_hm)
                     sl = m.space.slice(name)
                     proto_hm = m.prototypes.heatmap(emb[others], sl)
                     css.append(
@@ -200,3 +253,15 @@ class PoseBHObjective:
             target[idx], weight[idx] = t, tw
         w = self.config.weights
         return L.cps_loss(emb, self.clusters, target, weight, alpha=w.alpha, beta=w.beta, gamma=w.gamma, delta=w.delta, eps=w.kappa)
+
+
+def _is_sar(heads: dict) -> bool:
+    """Whether the own-sample head outputs are SAR outputs (``{name: (positions, output)}``)."""
+    return any(isinstance(pred, SAROutput) for _, pred in heads.values())
+
+
+def _css_heatmap(pred: SAROutput) -> Tensor:
+    """The head-side CSS prediction of a SAR head: sigmoid of its auxiliary heatmap logits."""
+    if pred.heatmap is None:
+        raise ValueError("CSS with SAR heads needs their auxiliary heatmap branch (with_heatmap=True)")
+    return torch.sigmoid(pred.heatmap.float())

@@ -14,6 +14,12 @@ instead of a file, so a table row and an image with the same box give bit-identi
 autocast on CUDA) -> flip test (mirrored crop, :func:`~posebh.data.codecs.flip_back`, 0.5/0.5
 average) -> :class:`~posebh.data.codecs.HeatmapCodec` decode -> inverse crop matrix.
 
+SAR heads: a callable that returns a :class:`~posebh.data.sar_codec.SAROutput` (what
+``PoseBH.predict`` and a split SAR model return when ``model.head`` is ``sar``) is decoded by
+:class:`~posebh.data.sar_codec.SARCodec` instead, on the same crops and the same inverse crop
+matrix; its flip test happens in coordinate space (mirror x, swap left/right, average the two
+poses and scores), and the protocol's heatmap decoding and flip shift do not apply.
+
 Not done here: rescoring and OKS-NMS. ``score`` is the mean keypoint score, ``box_score`` the
 detector's score (1 for GT boxes); :func:`~posebh.evaluation.protocols.evaluate_dataset` applies
 mmpose's post-processing, and the COCO test-dev caller applies
@@ -36,6 +42,7 @@ import torch
 
 from posebh import skeletons
 from posebh.data.codecs import HeatmapCodec, flip_back, flip_test_average
+from posebh.data.sar_codec import SARCodec, SAROutput, flip_coordinates, flip_scores, flip_test_average_coordinates
 from posebh.data.topdown import TopDownDataset, collate
 from posebh.data.transforms import BOX_PADDING, crop_matrix, transform_points
 from posebh.evaluation.protocols import DARK_KERNEL, PROTOCOLS, Protocol, evaluate_dataset, get_protocol
@@ -46,6 +53,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: images -> heatmaps (B, K, h, w), or -> SAROutput for SAR heads
 HeatmapFn = Callable[[torch.Tensor], torch.Tensor]
 
 #: Columns of a predictions frame, in order. The contract's eight, plus ``category_id`` (the
@@ -173,18 +181,61 @@ def _autocast(device: torch.device):
 
 
 def _heatmaps(
-    heatmap_fn: HeatmapFn, images: torch.Tensor, decoder: Decoder, flip_index: list[int], expected: tuple[int, int, int]
+    heatmap_fn: HeatmapFn, images: torch.Tensor, decoder: Decoder, flip_index: list[int], expected: tuple[int, int, int],
+    *, first: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The model's float32 heatmaps, flip-averaged when the protocol says so."""
-    with _autocast(images.device):
-        hm = heatmap_fn(images)
-    hm = _check_shape(hm, images.shape[0], expected).float()
+    """The model's float32 heatmaps, flip-averaged when the protocol says so (``first``: the
+    output on ``images`` when already computed)."""
+    if first is None:
+        with _autocast(images.device):
+            first = heatmap_fn(images)
+    hm = _check_shape(first, images.shape[0], expected).float()
     if not decoder.flip_test:
         return hm
     with _autocast(images.device):
         mirrored = heatmap_fn(images.flip(-1))
     mirrored = _check_shape(mirrored, images.shape[0], expected).float()
     return flip_test_average(hm, flip_back(mirrored, flip_index, shift=decoder.shift_heatmap))
+
+
+def _decode(
+    heatmap_fn: HeatmapFn, images: torch.Tensor, decoder: Decoder, flip_index: list[int], codec: HeatmapCodec
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keypoints (B, K, 2) in crop pixels and scores (B, K): heatmap or SAR decoding by what the
+    model returns."""
+    expected = (len(flip_index), codec.heatmap_size[1], codec.heatmap_size[0])
+    with _autocast(images.device):
+        first = heatmap_fn(images)
+    if isinstance(first, SAROutput):
+        return _sar_keypoints(heatmap_fn, images, first, decoder, flip_index, codec)
+    return codec.decode(_heatmaps(heatmap_fn, images, decoder, flip_index, expected, first=first))
+
+
+def _sar_keypoints(
+    heatmap_fn: HeatmapFn, images: torch.Tensor, first: SAROutput, decoder: Decoder, flip_index: list[int],
+    codec: HeatmapCodec,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAR decoding with the flip test in coordinate space (reference peers.md 2.6)."""
+    sar = SARCodec(codec.input_size, codec.heatmap_size)
+    xy, scores = sar.decode(*_check_sar(first, images.shape[0], len(flip_index)))
+    if not decoder.flip_test:
+        return xy, scores
+    with _autocast(images.device):
+        mirrored = heatmap_fn(images.flip(-1))
+    if not isinstance(mirrored, SAROutput):
+        raise ValueError(f"heatmap_fn returned a SAROutput, then {type(mirrored).__name__} on the mirrored crops")
+    xy_f, scores_f = sar.decode(*_check_sar(mirrored, images.shape[0], len(flip_index)))
+    return flip_test_average_coordinates(
+        xy, scores, flip_coordinates(xy_f, flip_index, sar.input_size[0]), flip_scores(scores_f, flip_index)
+    )
+
+
+def _check_sar(out: SAROutput, batch: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    logits, offsets = out.logits, out.offsets
+    if logits is None or offsets is None or logits.ndim != 4 or tuple(logits.shape[:2]) != (batch, k):
+        shape = None if logits is None else tuple(logits.shape)
+        raise ValueError(f"SAR logits {shape}; expected (B, K, h, w) with (B, K) = {(batch, k)}")
+    return logits.float(), offsets.float()
 
 
 def _check_shape(hm: torch.Tensor, batch: int, expected: tuple[int, int, int]) -> torch.Tensor:
@@ -215,7 +266,6 @@ def _run(
     skel = skeletons.get(decoder.skeleton)
     k = skel.num_keypoints
     codec = decoder.codec(input_wh, heatmap_wh)
-    expected = (k, codec.heatmap_size[1], codec.heatmap_size[0])
     n = len(crops)
     out = np.zeros((n, k, 3), np.float64)
     areas = np.zeros(n, np.float64)
@@ -233,8 +283,7 @@ def _run(
     with torch.inference_mode(), tqdm(total=n, desc=desc, unit="box", disable=not progress) as bar:
         for batch in loader:
             images = batch["image"].to(device, non_blocking=True)
-            hm = _heatmaps(heatmap_fn, images, decoder, flip_index, expected)
-            xy, scores = codec.decode(hm)
+            xy, scores = _decode(heatmap_fn, images, decoder, flip_index, codec)
             xy, scores = xy.double().cpu().numpy(), scores.double().cpu().numpy()
             rows = batch["instance"].numpy()
             out[rows, :, :2] = _to_image(xy, batch, input_wh)

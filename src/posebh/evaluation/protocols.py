@@ -169,12 +169,21 @@ def mpii_ground_truth_from_table(gt_table: pd.DataFrame) -> MPIIGroundTruth:
 
 
 def _pckh(gt: pd.DataFrame, pred: pd.DataFrame, mpii_gt: MPIIGroundTruth | None) -> dict[str, float]:
-    truth = mpii_gt if mpii_gt is not None else mpii_ground_truth_from_table(gt)
+    """PCKh over the table's persons. With an external ground truth (the split's .mat), a person is
+    its column ``instance_id - 1``; otherwise the truth is built from the table itself, so persons
+    quarantined at ingest are simply absent (and counted in the validation report)."""
     rows, _, pred_kps = paired(gt, pred)
     _require_all(gt, rows, "mpii")
-    order = gt["instance_id"].to_numpy(np.int64)[rows] - 1  # instance_id = 1-based json position
-    if len(gt) != truth.num_persons or order.min() < 0 or order.max() >= truth.num_persons:
-        raise ValueError(f"MPII table has {len(gt)} persons, the PCKh ground truth {truth.num_persons}")
+    if mpii_gt is None:
+        gt = gt.sort_values("instance_id")
+        rows, _, pred_kps = paired(gt, pred)
+        truth = mpii_ground_truth_from_table(gt)
+        order = rows
+    else:
+        truth = mpii_gt
+        order = gt["instance_id"].to_numpy(np.int64)[rows] - 1  # instance_id = 1-based json position
+    if order.min() < 0 or order.max() >= truth.num_persons:
+        raise ValueError(f"MPII table has persons outside the PCKh ground truth ({truth.num_persons} persons)")
     arr = np.full((truth.num_persons, skeletons.get("mpii").num_keypoints, 2), np.nan)
     arr[order] = pred_kps[..., :2]
     return pck.mpii_pckh(arr, truth)

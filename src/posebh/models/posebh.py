@@ -1,6 +1,10 @@
 """The PoseBH model: a ViT-MoE backbone, one heatmap head per dataset, the keypoint-embedding
 module and the J x M x F keypoint prototypes over the global MDT keypoint space.
 
+``ModelConfig.head = "sar"`` swaps the heatmap heads for spatial-aware regression heads
+(:mod:`posebh.models.sar`, same trunk and state-dict prefix ``heads.<dataset>.``); the backbone,
+embedding module and prototypes are the same either way.
+
 State-dict prefixes: ``backbone.``, ``heads.<dataset>.``, ``embedding.``, ``prototypes.prototypes``.
 The expert index of a sample is its dataset's position in ``config.datasets`` (the MDT order,
 PoseBH's ``dataset_idx``), which is also the prototype-row order of :class:`~posebh.skeletons.MDTSpace`.
@@ -18,7 +22,12 @@ from torch import Tensor, nn
 from posebh import skeletons
 from posebh.models.heads import KeypointEmbedding, MultiHead
 from posebh.models.prototypes import EMBED_DIM, PROTOTYPES_PER_KEYPOINT, Prototypes
+from posebh.models.sar import MultiSARHead
 from posebh.models.vit_moe import build_backbone, spec
+
+#: keypoint head types: per-dataset heatmap heads (ViTPose++) or SAR heads
+HEADS: tuple[str, ...] = ("heatmap", "sar")
+DEFAULT_HEAD = "heatmap"
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -33,6 +42,12 @@ class ModelConfig:
     drop_path_rate: float | None = None
     part_features: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: "heatmap" (ViTPose++ heads) or "sar" (spatial-aware regression heads)
+    head: str = DEFAULT_HEAD
+
+    def __post_init__(self):
+        if self.head not in HEADS:
+            raise ValueError(f"unknown head {self.head!r}; known: {list(HEADS)}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
@@ -51,6 +66,10 @@ class ModelConfig:
         out = asdict(self)
         out["datasets"] = list(self.datasets)
         out["img_size"] = list(self.input_hw)
+        if out["head"] == DEFAULT_HEAD:
+            # left out so that heatmap models keep the saved configs and run fingerprints they
+            # had before the option existed; from_dict reads a missing head as the default
+            del out["head"]
         return out
 
     @property
@@ -64,7 +83,8 @@ class ModelConfig:
 
     @property
     def heatmap_wh(self) -> tuple[int, int]:
-        """The heads' output size: the token grid upsampled 4x by two stride-2 deconvolutions."""
+        """The heads' output size (heatmaps or the SAR grid): the token grid upsampled 4x by two
+        stride-2 deconvolutions."""
         w, h = self.input_wh
         return (w // 4, h // 4)
 
@@ -87,7 +107,8 @@ class PoseBH(nn.Module):
             part_features=config.part_features,
         )
         dim = self.backbone.embed_dim
-        self.heads = MultiHead(
+        head_cls = MultiSARHead if config.head == "sar" else MultiHead
+        self.heads = head_cls(
             dim, {d: skeletons.get(d).num_keypoints for d in config.datasets}, deconv_channels=sp.head_channels
         )
         self.embedding = KeypointEmbedding(
@@ -98,6 +119,10 @@ class PoseBH(nn.Module):
     @property
     def datasets(self) -> tuple[str, ...]:
         return self.config.datasets
+
+    @property
+    def is_sar(self) -> bool:
+        return self.config.head == "sar"
 
     def dataset_index(self, dataset: str) -> int:
         return self.space.dataset_index(skeletons.get(dataset).name)
@@ -111,7 +136,8 @@ class PoseBH(nn.Module):
         return F.normalize(self.embedding(features).float(), dim=1)
 
     def predict(self, images: Tensor, dataset: str, *, expert: str | None = None) -> Tensor:
-        """Heatmaps of ``dataset``'s keypoints on any images (cross-skeleton prediction).
+        """Heatmaps of ``dataset``'s keypoints on any images (cross-skeleton prediction); a
+        :class:`~posebh.data.sar_codec.SAROutput` for SAR heads (decoded by the inference code).
 
         The expert defaults to the dataset's own, as the split per-dataset model does.
         """
@@ -138,7 +164,8 @@ class PoseBH(nn.Module):
         ``heads[d]`` = (sample positions of dataset d, head d on them); ``emb`` = normalised pixel
         embeddings of the whole batch; ``cross[d]`` = (positions of the OTHER datasets' samples,
         head d on them), the head side of cross-type self-supervision. Heads that no loss needs
-        never run (stage 1 runs none).
+        never run (stage 1 runs none). SAR heads give :class:`~posebh.data.sar_codec.SAROutput`;
+        on the cross side only their auxiliary heatmap is computed (what CSS uses).
         """
         feats = self.features(images, dataset_idx)
         present = dataset_idx.unique().tolist()
@@ -154,7 +181,10 @@ class PoseBH(nn.Module):
             for d, name in enumerate(self.datasets):
                 others = (dataset_idx != d).nonzero().flatten()
                 if len(others):
-                    cross[name] = (others, self.heads[name](feats[others]))
+                    if self.is_sar:
+                        cross[name] = (others, self.heads[name](feats[others], heatmap_only=True))
+                    else:
+                        cross[name] = (others, self.heads[name](feats[others]))
             out["cross"] = cross
         return out
 

@@ -61,7 +61,7 @@ def metric_kind(metric: str, dataset: str | None = None) -> Kind:
     """How a metric of ``dataset`` is scaled: MPII's whole report (PCKh and parts) is in percent."""
     if metric in PIXEL_METRICS:
         return "pixels"
-    if metric.startswith("num_"):
+    if metric.startswith("num_") or "_num_" in metric:
         return "count"
     if metric.startswith("PCKh") or _PROTOCOL_METRIC.get(dataset) == "pckh":
         return "percent"

@@ -56,9 +56,16 @@ def _human_order(key: str) -> tuple[int, int, str]:
     return (0, int(m.group(1)), key) if m else (1, 0, key)
 
 
-def _image_sizes(image_root: str | Path, names: list[str | None]) -> list[tuple[int, int] | None]:
-    def one(name: str | None) -> tuple[int, int] | None:
-        return None if name is None else image_size(resolve(image_root, name))
+def _image_sizes(image_root: str | Path, names: list[str | None]) -> list[tuple[int, int] | str | None]:
+    """Each image's size, None when unreadable, or why its path is refused (a symlink out of the root)."""
+
+    def one(name: str | None) -> tuple[int, int] | str | None:
+        if name is None:
+            return None
+        try:
+            return image_size(resolve(image_root, name))
+        except UnsafePathError as e:
+            return f"unsafe file name ({e.problem})"
 
     if len(names) < _THREAD_THRESHOLD:
         return [one(x) for x in names]
@@ -118,26 +125,35 @@ def read_aic_raw(
             name_issue.append("image_id is not a string")
         kp_map = rec.get("keypoint_annotations")
         box_map = rec.get("human_annotations")
+        map_problems = [f"{key} is not a JSON object" for key, m in
+                        (("keypoint_annotations", kp_map), ("human_annotations", box_map)) if m is not None and type(m) is not dict]  # fmt: skip
         kp_map = kp_map if type(kp_map) is dict else {}
         box_map = box_map if type(box_map) is dict else {}
-        for human in sorted(kp_map.keys() | box_map.keys(), key=_human_order):
+        humans = sorted(kp_map.keys() | box_map.keys(), key=_human_order)
+        if not humans and map_problems:  # nothing to convert, but the record is not dropped unseen
+            humans = [None]
+        for human in humans:
             i = len(rows_image)
             rows_image.append(r)
             kps.append(kp_map.get(human))
             boxes.append(box_map.get(human))
-            if human not in kp_map:
+            for problem in map_problems:
+                issues.add(i, problem)
+            if human is not None and human not in kp_map:
                 issues.add(i, "human has no keypoint annotation")
-            if human not in box_map:
+            if human is not None and human not in box_map:
                 issues.add(i, "human has no box")
             extra.append({"image_hash": hash_, "url": rec.get("url"), "human": human})
 
     n = len(rows_image)
     img = np.asarray(rows_image, np.int64)
     sizes = _image_sizes(image_root, safe)
-    w = np.array([s[0] if s else 0 for s in sizes], np.int64)
-    h = np.array([s[1] if s else 0 for s in sizes], np.int64)
+    w = np.array([s[0] if isinstance(s, tuple) else 0 for s in sizes], np.int64)
+    h = np.array([s[1] if isinstance(s, tuple) else 0 for s in sizes], np.int64)
     for r, (s, problem) in enumerate(zip(sizes, name_issue)):
-        if problem is None and s is None:
+        if problem is None and isinstance(s, str):
+            name_issue[r] = s
+        elif problem is None and s is None:
             name_issue[r] = "image not found or unreadable"
     for i, r in enumerate(rows_image):
         if name_issue[r]:

@@ -230,9 +230,14 @@ class ImageIndex:
         self.extra: list[dict] = [{}] * (m + 1)
         self.issue: list[str | None] = [None] * (m + 1)
         self.pos: dict[int, int] = {}
+        self.copies: dict[int, list[int]] = {}  # rows of image ids that occur more than once
         self.file_name[m] = ""
         for i, im in enumerate(images):
             self._add(i, im, image_root, name_rule)
+        for iid, rows in self.copies.items():
+            message = f"image id {iid} appears {len(rows)} times in images"
+            for r in rows:
+                self.issue[r] = message if self.issue[r] is None else f"{self.issue[r]}{ISSUE_SEPARATOR}{message}"
 
     def _add(self, i: int, im: Any, image_root: str | Path | None, name_rule: NameRule) -> None:
         problems = []
@@ -243,6 +248,8 @@ class ImageIndex:
         iid = im.get("id")
         if type(iid) is int:
             self.image_id[i] = iid
+            if iid in self.pos:  # annotations of this id cannot be attributed to one image
+                self.copies[iid] = self.copies.get(iid, [self.pos[iid]]) + [i]
             self.pos[iid] = i
         else:
             problems.append("image id is not an integer")
@@ -254,10 +261,15 @@ class ImageIndex:
         w, h = im.get("width"), im.get("height")
         if type(w) is int and type(h) is int:
             self.width[i], self.height[i] = w, h
+            if w <= 0 or h <= 0:
+                problems.append(f"image width/height {w}x{h} not positive")
         else:
             size = None
             if image_root is not None and not name.issue:
-                size = image_size(resolve(image_root, name.file_name))
+                try:
+                    size = image_size(resolve(image_root, name.file_name))
+                except UnsafePathError as e:  # a symlink that leaves the root
+                    problems.append(f"unsafe file name ({e.problem})")
             if size is None:
                 problems.append("image width/height missing and not readable from the image")
             else:

@@ -29,7 +29,7 @@ import pandas as pd
 from posebh import skeletons
 from posebh.data import register_reader
 from posebh.data.errors import DataFileError, UnsafePathError
-from posebh.data.io import image_size, load_json, require_keys
+from posebh.data.io import image_size, index_by_id, load_json, lookup_image, require_keys
 from posebh.data.paths import relative_file_name, resolve
 from posebh.data.projection import camera_from_center, project_pinhole, tight_boxes
 from posebh.data.schema import ISSUE_SEPARATOR, make_table
@@ -130,7 +130,7 @@ def read_interhand(
     anns = d["annotations"]
     if not isinstance(d["images"], list) or not isinstance(anns, list):
         raise DataFileError(data_path, "'images' and 'annotations' must be lists")
-    images = {img["id"]: img for img in d["images"] if isinstance(img, dict) and "id" in img}
+    images, repeated = index_by_id(d["images"])
 
     skel = skeletons.get(DATASET)
     k = skel.num_keypoints
@@ -148,12 +148,14 @@ def read_interhand(
     ann_issues: list[list[str]] = [[] for _ in range(na)]
     for i, ann in enumerate(anns):
         ann = ann if isinstance(ann, dict) else {}
-        img = images.get(ann.get("image_id"), {})
+        img, ambiguous = lookup_image(images, repeated, ann.get("image_id"))
         metas.append((ann, img))
         if not ann or not img:
             problem = f"image {ann.get('image_id')!r} not in images" if ann else "malformed annotation entry"
             ann_issues[i].append(problem)
             continue
+        if ambiguous:
+            ann_issues[i].append(ambiguous)
         capture, cam, frame = str(img.get("capture")), str(img.get("camera")), str(img.get("frame_idx"))
         valid_src[i] = ann.get("joint_valid")
         try:

@@ -111,6 +111,9 @@ def _parse_entry(entry, k: int):
         vis = np.asarray(entry["joints_vis"], np.float64).reshape(-1)
         if joints.shape != (k, 2) or vis.shape != (k,):
             raise ValueError(f"joints/joints_vis have shapes {joints.shape}/{vis.shape}, expected ({k}, 2)/({k},)")
+        odd = ~np.isin(vis, (0, 1))
+        if odd.any():  # the release's flag is 0/1 ("annotated"); anything else is not guessed at
+            raise ValueError(f"joints_vis values {sorted(set(vis[odd].tolist()))} not in {{0, 1}}")
     else:  # the test split has no joints: every joint is unlabelled
         joints, vis = np.zeros((k, 2)), np.zeros(k)
     return joints, vis, center, scale

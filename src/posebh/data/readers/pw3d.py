@@ -22,7 +22,7 @@ import pandas as pd
 from posebh import skeletons
 from posebh.data import register_reader
 from posebh.data.errors import DataFileError, UnsafePathError
-from posebh.data.io import image_size, load_json, require_keys
+from posebh.data.io import image_size, index_by_id, load_json, lookup_image, require_keys
 from posebh.data.paths import relative_file_name, resolve
 from posebh.data.projection import intrinsics_from_K, project_pinhole, world_to_camera
 from posebh.data.pw3d import (
@@ -68,13 +68,21 @@ def _sequence_files(sequences) -> list[Path]:
     return sorted((Path(s) for s in sequences), key=lambda p: p.stem)
 
 
+def _numeric(value, key: str, path: Path) -> np.ndarray:
+    """``value`` as float64, or a DataFileError naming the file and the key (strings, ragged lists)."""
+    try:
+        return np.asarray(value, np.float64)
+    except (TypeError, ValueError) as e:
+        raise DataFileError(path, f"{key!r} is not numeric ({type(e).__name__}: {e})") from None
+
+
 def _per_actor(seq: dict, key: str, path: Path, n_frames: int, width: int | None) -> list[np.ndarray]:
     value = seq[key]
     if not isinstance(value, (list, tuple)) or not value:
         raise DataFileError(path, f"{key!r} must be a non-empty list over actors")
     out = []
     for a, v in enumerate(value):
-        arr = np.asarray(v)
+        arr = _numeric(v, key, path)
         shape = (n_frames,) if width is None else (n_frames, width)
         if arr.shape != shape:
             raise DataFileError(path, f"{key!r}[{a}] has shape {arr.shape}, expected {shape}")
@@ -124,13 +132,13 @@ def read_3dpw_sequences(
         if missing:
             raise DataFileError(path, f"missing key(s) {missing}")
         name = str(seq["sequence"])
-        cam_poses = np.asarray(seq["cam_poses"], np.float64)
+        cam_poses = _numeric(seq["cam_poses"], "cam_poses", path)
         if cam_poses.ndim != 3 or cam_poses.shape[1:] != (4, 4):
             raise DataFileError(path, f"'cam_poses' has shape {cam_poses.shape}, expected (N, 4, 4)")
         n_frames = len(cam_poses)
         if n_frames >= FRAME_ID_STRIDE:
             raise DataFileError(path, f"{n_frames} frames exceed the image-id stride {FRAME_ID_STRIDE}")
-        K = np.asarray(seq["cam_intrinsics"], np.float64)
+        K = _numeric(seq["cam_intrinsics"], "cam_intrinsics", path)
         if K.shape != (3, 3):
             raise DataFileError(path, f"'cam_intrinsics' has shape {K.shape}, expected (3, 3)")
         positions = _per_actor(seq, "jointPositions", path, n_frames, 3 * k)
@@ -238,7 +246,7 @@ def read_3dpw_scorehypo(
     require_keys(d, ("images", "annotations"), path)
     if not isinstance(d["images"], list) or not isinstance(d["annotations"], list):
         raise DataFileError(path, "'images' and 'annotations' must be lists")
-    images = {img["id"]: img for img in d["images"] if isinstance(img, dict) and "id" in img}
+    images, repeated = index_by_id(d["images"])
     anns = d["annotations"]
     skel = skeletons.get(DATASET)
     k, n = skel.num_keypoints, len(anns)
@@ -254,12 +262,14 @@ def read_3dpw_scorehypo(
     size_cache: dict[str, tuple[int, int] | None] = {}
     for i, ann in enumerate(anns):
         ann = ann if isinstance(ann, dict) else {}
-        img = images.get(ann.get("image_id"), {})
+        img, ambiguous = lookup_image(images, repeated, ann.get("image_id"))
         row = {"image_id": -1, "file_name": "", "video_id": None, "frame_index": None, "instance_id": -1}
         rows.append(row)
         if not ann or not img:
             issues[i].append(f"image {ann.get('image_id')!r} not in images" if ann else "malformed annotation entry")
             continue
+        if ambiguous:
+            issues[i].append(ambiguous)
         row["instance_id"] = ann.get("id") if isinstance(ann.get("id"), int) else -1
         row["image_id"] = img["id"] if isinstance(img["id"], int) else -1
         sequence, raw_name = str(img.get("sequence")), str(img.get("file_name", ""))
