@@ -121,10 +121,15 @@ def run_stage(
     key = fingerprint(spec.to_dict(), config.to_dict(), obj_cfg.__repr__(), selection, init is not None and _digest(init))
     out_dir = Path(checkpoint_root) / spec.name / key
     log.info("stage %s: %s training instances %s; checkpoints in %s", spec.name, len(table), selection["used"], out_dir)
-    result = train_stage(
-        net, obj, train_set, spec, out_dir=out_dir, device=dev,
-        num_workers=int(data.get("num_workers", 0)), progress=bool(data.get("progress", True)),
-    )
+    num_workers, progress = int(data.get("num_workers", 0)), bool(data.get("progress", True))
+    nprocs = int(data.get("processes", 1))
+    if nprocs > 1:
+        # One machine, several devices: DDP workers spawned from this node; rank 0 writes the
+        # finished checkpoint, from which this process then restores the final weights.
+        from posebh.engine.distributed import spawn_local
+
+        spawn_local(_ddp_worker, nprocs, net, obj, train_set, spec, str(out_dir), num_workers)
+    result = train_stage(net, obj, train_set, spec, out_dir=out_dir, device=dev, num_workers=num_workers, progress=progress)
     state = {"config": config.to_dict(), "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
     history = pd.DataFrame(result.history)
     summary = {
@@ -135,6 +140,12 @@ def run_stage(
         "nonfinite_skipped": result.nonfinite_skipped,
     }
     return state, history, summary
+
+
+def _ddp_worker(info, net, obj, train_set, spec, out_dir: str, num_workers: int) -> None:
+    from posebh.engine.trainer import train_stage
+
+    train_stage(net, obj, train_set, spec, out_dir=out_dir, device=info.device, num_workers=num_workers, progress=info.rank == 0)
 
 
 def _digest(init: Mapping[str, Any]) -> str:
