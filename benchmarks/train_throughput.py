@@ -18,7 +18,8 @@ For each model size (at its default input: tiny 128x96, s 256x192) and each demo
   backbone runs every expert on every sample (``routing="masked"``, ViTPose++), are interleaved
   step by step so machine noise hits them alike;
 - FLOPs of one training step (forward + backward, optimizer excluded: it has no matmuls) are
-  counted with ``FlopCounterMode`` under the MATH SDPA backend; achieved FLOP/s = FLOPs / median
+  counted with ``FlopCounterMode`` under the MATH SDPA backend, on the first (untimed) warm-up
+  step of each variant; achieved FLOP/s = FLOPs / median
   step time, and efficiency = that over the fp32 ``torch.mm`` peak measured in this process
   before and after the steps (the higher of the two medians).
 
@@ -157,13 +158,19 @@ def matmul_peak(n: int = PEAK_N, seconds: float = PEAK_SECONDS) -> dict:
 def run_size(size: str, batch: int, steps: int, warmup: int, seed: int, with_masked: bool, work: Path) -> dict:
     from posebh.models.vit_moe import spec
 
+    if warmup < 1:
+        raise ValueError("--warmup must be >= 1 (the first warm-up step is the FLOP-counted one)")
     coll, samples = demo_batch(size, batch, seed)
     variants = list(STAGES) + ([MASKED] if with_masked else [])
     runs = {v: make_run(size, "baseline" if v == MASKED else v, samples, batch, seed, work / size / v, masked=v == MASKED)
             for v in variants}
-    for _ in range(warmup):
+    flops = {}
+    for i in range(warmup):  # the first warm-up step of each variant is the one whose FLOPs are counted
         for v in variants:
-            runs[v].step(coll, 0)
+            if i == 0:
+                flops[v] = step_flops(runs[v], coll)
+            else:
+                runs[v].step(coll, 0)
     times: dict[str, list[float]] = {v: [] for v in variants}
     cpu: dict[str, list[float]] = {v: [] for v in variants}
     for _ in range(steps):
@@ -172,7 +179,6 @@ def run_size(size: str, batch: int, steps: int, warmup: int, seed: int, with_mas
             runs[v].step(coll, 0)
             times[v].append(time.perf_counter() - t0)
             cpu[v].append(time.process_time() - c0)
-    flops = {v: step_flops(runs[v], coll) for v in variants}
 
     s = spec(size)
     out = {

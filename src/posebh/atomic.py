@@ -38,12 +38,26 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _naming(e: OSError, target: Path, tmp: Path | None = None) -> OSError:
+    """``e`` naming ``target``: a failed write() or fsync() names no file, mkstemp a temporary one.
+    An error about another file (``tmp`` given: raised by the caller's own code) is left as it is."""
+    if e.errno is None or (tmp is not None and e.filename not in (None, str(tmp), tmp)):
+        return e
+    return type(e)(e.errno, e.strerror or os.strerror(e.errno), str(target))
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success sync it and rename it over ``path``."""
+    """Yield a temporary path next to ``path``; on success sync it and rename it over ``path``.
+
+    An OSError with an errno (disk full, permission denied, ...) is re-raised naming ``path``.
+    """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as e:
+        raise _naming(e, target) from e
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -52,6 +66,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.chmod(tmp_path, FILE_MODE & ~_umask())
         os.replace(tmp_path, target)
+    except OSError as e:
+        tmp_path.unlink(missing_ok=True)
+        named = _naming(e, target, tmp_path)
+        if named is e:
+            raise
+        raise named from e
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise

@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 import torch  # noqa: E402
 
 from engine.toys import ToyDataset, ToyObjective, make_model, stage_dict, weights  # noqa: E402
+import posebh.atomic as atomic  # noqa: E402
 from posebh.engine import checkpoint as ckpt  # noqa: E402
 from posebh.engine.trainer import train_stage  # noqa: E402
 
@@ -38,7 +39,7 @@ def main() -> None:
                     os.kill(os.getpid(), signal.SIGKILL)
             return real_replace(src, dst)
 
-        ckpt.os.replace = replace
+        atomic.os.replace = replace  # the one module that renames checkpoints into place
     model = make_model(dropout=0.1)
     res = train_stage(model, ToyObjective(kill_at=a.kill_at), ToyDataset(), stage_dict(), out_dir=a.out_dir, progress=False)
     torch.save({"weights": weights(model), "resumed_from": res.resumed_from, "steps": res.global_step}, a.result)

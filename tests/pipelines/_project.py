@@ -65,3 +65,37 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) ->
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc
+
+
+def execute_notebook(project: Path, notebook: str = "notebooks/explore.ipynb", timeout: int = 600):
+    """Run a notebook of ``project`` top to bottom on a kernel of this interpreter; returns it executed.
+
+    The kernelspec lives in a temporary folder and names this interpreter, so no installed
+    kernelspec (whose ``python`` depends on PATH) is used; the kernel runs the copy's code from the
+    notebook's folder. A cell error raises ``nbclient.exceptions.CellExecutionError``.
+    """
+    import json
+    import tempfile
+
+    import nbformat
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import KernelManager
+    from nbclient import NotebookClient
+
+    path = project / notebook
+    nb = nbformat.read(path, as_version=4)
+    env = project_env(project, MPLBACKEND="module://matplotlib_inline.backend_inline")
+    with tempfile.TemporaryDirectory(prefix="posebh-kernels-") as kernels:
+        spec_dir = Path(kernels) / "posebh-venv"
+        spec_dir.mkdir()
+        spec = {
+            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "posebh (tests)",
+            "language": "python",
+            "env": {k: env[k] for k in ("PATH", "PYTHONPATH", "KEDRO_DISABLE_TELEMETRY", "MPLBACKEND")},
+        }
+        (spec_dir / "kernel.json").write_text(json.dumps(spec))
+        km = KernelManager(kernel_name="posebh-venv", kernel_spec_manager=KernelSpecManager(kernel_dirs=[kernels]))
+        client = NotebookClient(nb, km=km, timeout=timeout, resources={"metadata": {"path": str(path.parent)}})
+        client.execute()
+    return nb

@@ -971,7 +971,8 @@ def row_outcomes(tmp_path_factory) -> dict[str, Outcome]:
         built = case.build(base / f"{i:03d}_{case.fmt}_{case.name}")
         o = Outcome(built)
         try:
-            o.table = data.read(case.fmt, split=case.id, **built.kwargs)
+            with np.errstate(invalid="ignore"):  # NaN joints in the 3DPW cases
+                o.table = data.read(case.fmt, split=case.id, **built.kwargs)
         except Exception as e:  # noqa: BLE001 - reported by the case's own test
             o.error = e
         out[case.id] = o
@@ -1411,7 +1412,7 @@ def _marker(tmp_path: Path, what: str) -> Path:
 
 
 @pytest.mark.parametrize("payload", PAYLOADS)
-def test_payload_payloads_are_live(tmp_path, payload):
+def test_payloads_are_live(tmp_path, payload):
     """Control: a plain unpickler runs each payload (so the refusals below are what protect us)."""
     marker = tmp_path / "control"
     obj = pickle.loads(pickle.dumps(_payloads(marker)[payload], protocol=2))

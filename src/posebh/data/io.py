@@ -74,6 +74,20 @@ def lookup_image(index: dict[int, dict], duplicates: dict[int, int], image_id: A
 NO_IMAGE_ROOT = "image size unknown (no image_root)"
 
 
+def image_size_under(image_root: str | Path | None, file_name: str) -> tuple[tuple[int, int] | None, str | None]:
+    """(size, problem) of an image under its root: size None when there is no root or the image is
+    missing or unreadable; problem set when the name resolves outside the root (e.g. a symlink)."""
+    from posebh.data.errors import UnsafePathError
+    from posebh.data.paths import resolve
+
+    if image_root is None:
+        return None, None
+    try:
+        return image_size(resolve(image_root, file_name)), None
+    except UnsafePathError as e:
+        return None, f"unsafe file name ({e.problem})"
+
+
 def image_size(path: str | Path) -> tuple[int, int] | None:
     """(width, height) from the image header only, or None if the image is missing or unreadable."""
     from PIL import Image, UnidentifiedImageError

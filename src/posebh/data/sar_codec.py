@@ -56,13 +56,6 @@ class SAROutput(NamedTuple):
             return SAROutput(*(None if t is None else t[key] for t in tuple.__iter__(self)))
         return tuple.__getitem__(self, key)
 
-    @property
-    def num_keypoints(self) -> int:
-        return next(t for t in tuple.__iter__(self) if t is not None).shape[1]
-
-    def float(self) -> SAROutput:
-        return SAROutput(*(None if t is None else t.float() for t in tuple.__iter__(self)))
-
 
 def cell_locations(grid_wh: tuple[int, int], *, device: torch.device | str | None = None) -> torch.Tensor:
     """(2, h * w) normalised cell locations (i / w, j / h), row-major like a flattened map."""

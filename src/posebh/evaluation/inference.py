@@ -181,8 +181,13 @@ def _autocast(device: torch.device):
 
 
 def _heatmaps(
-    heatmap_fn: HeatmapFn, images: torch.Tensor, decoder: Decoder, flip_index: list[int], expected: tuple[int, int, int],
-    *, first: torch.Tensor | None = None,
+    heatmap_fn: HeatmapFn,
+    images: torch.Tensor,
+    decoder: Decoder,
+    flip_index: list[int],
+    expected: tuple[int, int, int],
+    *,
+    first: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The model's float32 heatmaps, flip-averaged when the protocol says so (``first``: the
     output on ``images`` when already computed)."""

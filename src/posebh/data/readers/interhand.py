@@ -29,8 +29,8 @@ import pandas as pd
 from posebh import skeletons
 from posebh.data import register_reader
 from posebh.data.errors import DataFileError, UnsafePathError
-from posebh.data.io import image_size, index_by_id, load_json, lookup_image, require_keys
-from posebh.data.paths import relative_file_name, resolve
+from posebh.data.io import image_size_under, index_by_id, load_json, lookup_image, require_keys
+from posebh.data.paths import relative_file_name
 from posebh.data.projection import camera_from_center, project_pinhole, tight_boxes
 from posebh.data.schema import ISSUE_SEPARATOR, make_table
 
@@ -256,7 +256,7 @@ def read_interhand(
             w, h = int(w), int(h)
         else:
             if name not in size_cache:
-                size_cache[name] = _header_size(image_root, name)
+                size_cache[name] = image_size_under(image_root, name)[0]
             w, h = size_cache[name] or (0, 0)
             if not w:
                 row_issues[r] = row_issues[r] + ["image size unknown"]
@@ -310,12 +310,3 @@ def read_interhand(
 
 def _positive(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v > 0
-
-
-def _header_size(image_root, name: str) -> tuple[int, int] | None:
-    if image_root is None:
-        return None
-    try:
-        return image_size(resolve(image_root, name))
-    except UnsafePathError:
-        return None

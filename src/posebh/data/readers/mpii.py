@@ -23,8 +23,8 @@ import pandas as pd
 from posebh import skeletons
 from posebh.data import register_reader
 from posebh.data.errors import DataFileError, UnsafePathError
-from posebh.data.io import NO_IMAGE_ROOT, image_size, load_json
-from posebh.data.paths import relative_file_name, resolve
+from posebh.data.io import NO_IMAGE_ROOT, image_size_under, load_json
+from posebh.data.paths import relative_file_name
 from posebh.data.schema import ISSUE_SEPARATOR, make_table
 
 DATASET = "mpii"
@@ -247,13 +247,7 @@ def _image_sizes(image_root, file_names: list[str], issues: list[list[str]]) -> 
     cache: dict[str, tuple[int, int] | None] = {}
     for i, name in enumerate(file_names):
         if name not in cache:
-            size = None
-            if image_root is not None:
-                try:
-                    size = image_size(resolve(image_root, name))
-                except UnsafePathError:
-                    size = None
-            cache[name] = size
+            cache[name] = image_size_under(image_root, name)[0]
         size = cache[name]
         if size is None:
             issues[i].append(NO_IMAGE_ROOT if image_root is None else "image missing or unreadable")

@@ -22,8 +22,8 @@ import pandas as pd
 from posebh import skeletons
 from posebh.data import register_reader
 from posebh.data.errors import DataFileError, UnsafePathError
-from posebh.data.io import image_size, index_by_id, load_json, lookup_image, require_keys
-from posebh.data.paths import relative_file_name, resolve
+from posebh.data.io import image_size_under, index_by_id, load_json, lookup_image, require_keys
+from posebh.data.paths import relative_file_name
 from posebh.data.projection import intrinsics_from_K, project_pinhole, world_to_camera
 from posebh.data.pw3d import (
     DATASET,
@@ -96,15 +96,6 @@ def _instance_extra(joints_cam: np.ndarray, intrinsics: np.ndarray, **fields) ->
     return {JOINTS_CAM_KEY: joints_cam.tolist() if finite else None, INTRINSICS_KEY: intrinsics.tolist(), **fields}
 
 
-def _frame_size(image_root, name: str) -> tuple[int, int] | None:
-    if image_root is None:
-        return None
-    try:
-        return image_size(resolve(image_root, name))
-    except UnsafePathError:
-        return None
-
-
 @register_reader("3dpw_sequences")
 def read_3dpw_sequences(
     *,
@@ -165,7 +156,7 @@ def read_3dpw_sequences(
                 raise UnsafePathError(name, "sequence name contains a path separator")
         except UnsafePathError as e:
             seq_issue.append(f"unsafe sequence name: {e.problem}")
-        size = _frame_size(image_root, frame_file_name(name, 0)) if not seq_issue else None
+        size = image_size_under(image_root, frame_file_name(name, 0))[0] if not seq_issue else None
         if size is None:
             seq_issue.append(NO_IMAGE_ROOT if image_root is None else "first frame image missing or unreadable")
         W, H = size or (0, 0)
@@ -296,7 +287,7 @@ def read_3dpw_scorehypo(
         else:
             name = row["file_name"]
             if name not in size_cache:
-                size_cache[name] = _frame_size(image_root, name)
+                size_cache[name] = image_size_under(image_root, name)[0]
             if size_cache[name] is None:
                 issues[i].append("image size unknown")
             else:

@@ -1,0 +1,235 @@
+"""Numerical faults and reproducibility through the real model, objective and loader on CPU.
+
+A NaN in a batch's images or an infinite loss term skips the step (counted, logged, weights and
+prototypes untouched); ``max_nonfinite`` in a row stop the run with a clear message; an fp16
+overflow is the scaler's business (CPU autocast stands in for CUDA, as in ``tests/engine``).
+Two runs of a tiny stage from scratch give bit-identical weights and the same metrics files.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from posebh import skeletons
+from posebh.data.schema import make_table
+from posebh.data.topdown import TopDownDataset
+from posebh.data.transforms import reference_augment
+from posebh.engine import trainer
+from posebh.engine.objective import ObjectiveConfig, PoseBHObjective
+from posebh.engine.trainer import EPOCHS_FILE, METRICS_FILE, NonFiniteLossError, train_stage
+from posebh.models.posebh import ModelConfig, PoseBH
+
+DATASETS = ("coco", "aic")
+IMAGE_WH = (160, 200)
+IMG_HW = (64, 48)  # a small input keeps a step of the tiny model well under a second
+#: wall-clock columns of the metrics files; everything else must repeat exactly
+TIMING = {"images_per_s", "step_seconds", "seconds"}
+
+
+@pytest.fixture(scope="module")
+def instances(tmp_path_factory):
+    """Two instances per dataset on noise images (4 samples: 2 steps of batch 2 per epoch)."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    rows = []
+    for name in DATASETS:
+        k = skeletons.get(name).num_keypoints
+        for i in range(2):
+            fname = f"{name}/{i}.png"
+            (root / name).mkdir(exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (IMAGE_WH[1], IMAGE_WH[0], 3), dtype=np.uint8)).save(root / fname)
+            kp = np.stack([rng.uniform(40, 120, k), rng.uniform(40, 160, k), np.full(k, 2.0)], 1)
+            rows.append(dict(dataset=name, file_name=fname, keypoints=kp.reshape(-1), num_keypoints=k,
+                             image_id=i, instance_id=i))  # fmt: skip
+    n = len(rows)
+    table = make_table(
+        {
+            **{key: [r[key] for r in rows] for key in rows[0]},
+            "split": "train", "width": IMAGE_WH[0], "height": IMAGE_WH[1], "bbox": np.tile([30.0, 30.0, 100.0, 140.0], (n, 1)),
+            "area": 1000.0, "iscrowd": 0, "category_id": 1, "category": "person",
+        },
+        n,
+    )  # fmt: skip
+    return table, root
+
+
+def stage(**over) -> dict:
+    d = {
+        "name": "tiny",
+        "epochs": 2,
+        "batch_size": 2,
+        "optimizer": {"type": "adamw", "lr": 1e-3, "weight_decay": 0.05},
+        "layer_decay": 0.8,
+        "grad_clip": 1.0,
+        "trainable": ["backbone", "heads", "embedding"],
+        "losses": {"heatmap": True, "prototypes": True, "phm": True, "css": True},
+        "amp": "off",
+        "seed": 3,
+        "log_every": 1,
+    }
+    d.update(over)
+    return d
+
+
+class Faulty(PoseBHObjective):
+    """The real objective; at ``nan_steps`` (or from ``nan_from``) one pixel of the batch is NaN.
+    Records the model state after every step."""
+
+    def __init__(self, *args, nan_steps=(), nan_from=None, scale_steps=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.nan_steps, self.nan_from, self.scale_steps = set(nan_steps), nan_from, set(scale_steps)
+        self.snapshots: list[dict[str, torch.Tensor]] = []
+
+    def __call__(self, model, batch, *, epoch, step):
+        if step in self.nan_steps or (self.nan_from is not None and step >= self.nan_from):
+            image = batch["image"].clone()
+            image[0, 0, 5, 5] = float("nan")
+            batch = {**batch, "image": image}
+        out = super().__call__(model, batch, epoch=epoch, step=step)
+        if step in self.scale_steps:  # gradients far beyond fp16's range
+            out = {**out, "loss": out["loss"] * 1e30}
+        return out
+
+    def after_step(self, model):
+        super().after_step(model)
+        self.snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+
+def build(instances, spec: dict, seed: int = 0, **faults):
+    table, root = instances
+    torch.manual_seed(seed)
+    config = ModelConfig(size="tiny", datasets=DATASETS, img_size=IMG_HW)
+    model = PoseBH(config)
+    obj_cfg = ObjectiveConfig()
+    data = TopDownDataset(table, image_roots={d: root for d in DATASETS}, datasets=DATASETS, input_size=config.input_wh,
+                          udp=set(obj_cfg.udp_datasets), augment={d: reference_augment(d) for d in DATASETS}, train=True,
+                          seed=spec["seed"])  # fmt: skip
+    obj = Faulty(obj_cfg, datasets=DATASETS, input_wh=config.input_wh, heatmap_wh=config.heatmap_wh, **faults)
+    return model, obj, data
+
+
+def run(instances, out: Path, spec: dict, **faults):
+    model, obj, data = build(instances, spec, **faults)
+    res = train_stage(model, obj, data, spec, out_dir=out, progress=False)
+    return model, obj, res
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _finite(state: dict) -> bool:
+    return all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def _rows(path: Path) -> tuple[list[str], list[dict]]:
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return reader.fieldnames, [{k: v for k, v in r.items() if k not in TIMING} for r in reader]
+
+
+# ----------------------------------------------------------------------------------------------
+# Non-finite losses
+# ----------------------------------------------------------------------------------------------
+
+
+def test_nan_in_the_images_skips_the_step(tmp_path, instances, caplog):
+    spec = stage(epochs=3, max_nonfinite=2)
+    with caplog.at_level(logging.WARNING, logger="posebh.engine.trainer"):
+        model, obj, res = run(instances, tmp_path, spec, nan_steps={1, 4})
+    assert res.global_step == 6 and res.nonfinite_skipped == 2
+    snaps = obj.snapshots
+    assert _same(snaps[0], snaps[1]) and _same(snaps[3], snaps[4])  # weights and prototypes untouched
+    assert not _same(snaps[1], snaps[2]) and not _same(snaps[4], snaps[5])  # the next steps train
+    assert _finite(dict(model.state_dict()))
+    assert [r["skipped"] for r in res.history] == [0, 1, 0, 0, 1, 0]
+    assert math.isnan(res.history[1]["loss"]) and math.isfinite(res.history[2]["loss"])
+    assert [r["skipped"] for r in res.epochs] == [1, 0, 1]
+    assert all(math.isfinite(r["loss"]) for r in res.epochs)
+    warned = [r.getMessage() for r in caplog.records if "non-finite" in r.getMessage()]
+    assert len(warned) == 2 and "step skipped (1 in a row)" in warned[0]
+    _, rows = _rows(tmp_path / METRICS_FILE)
+    assert [r["skipped"] for r in rows] == ["0", "1", "0", "0", "1", "0"]
+
+
+def test_a_nan_streak_stops_the_run_with_a_clear_message(tmp_path, instances):
+    with pytest.raises(NonFiniteLossError) as e:
+        run(instances, tmp_path, stage(epochs=3, max_nonfinite=2), nan_from=1)
+    msg = str(e.value)
+    assert "'tiny'" in msg and "2 consecutive non-finite losses or gradients" in msg and "(max_nonfinite=2)" in msg
+    assert "step 3" in msg and str(tmp_path / "checkpoint.pt") in msg
+    _, rows = _rows(tmp_path / METRICS_FILE)
+    assert [r["skipped"] for r in rows] == ["0", "1", "1"]
+
+
+def test_an_infinite_loss_term_is_named_when_the_run_stops(tmp_path, instances, monkeypatch):
+    from posebh import losses
+
+    real = losses.phm_loss
+    monkeypatch.setattr(losses, "phm_loss", lambda *a, **k: real(*a, **k) * float("inf"))
+    with pytest.raises(NonFiniteLossError) as e:
+        run(instances, tmp_path, stage(max_nonfinite=3))
+    assert "3 consecutive" in str(e.value) and "'phm': inf" in str(e.value)
+
+
+def test_fp16_overflow_is_handled_by_the_scaler(tmp_path, instances, monkeypatch):
+    """fp16 autocast with a GradScaler, on CPU: an overflowing step is skipped by the scaler, which
+    halves its scale; it is not a non-finite loss, and training goes on."""
+    monkeypatch.setattr(trainer, "amp_dtype", lambda mode, device: torch.float16)
+    spec = stage(amp="fp16", losses={"heatmap": True}, max_nonfinite=1)
+    model, obj, res = run(instances, tmp_path, spec, scale_steps={1})
+    scales = [r["loss_scale"] for r in res.history]
+    assert scales[0] == trainer.FP16_INIT_SCALE and scales[1] == trainer.FP16_INIT_SCALE / 2
+    assert scales[2:] == [trainer.FP16_INIT_SCALE / 2] * 2
+    assert res.nonfinite_skipped == 0 and res.global_step == 4
+    snaps = obj.snapshots
+    assert _same(snaps[0], snaps[1]) and not _same(snaps[1], snaps[2])
+    assert _finite(dict(model.state_dict()))
+
+
+# ----------------------------------------------------------------------------------------------
+# Reproducibility
+# ----------------------------------------------------------------------------------------------
+
+
+def test_two_runs_from_scratch_are_identical(tmp_path, instances):
+    a_model, _, a = run(instances, tmp_path / "a", stage())
+    torch.rand(100), np.random.rand(10)  # whatever ran before must not matter
+    b_model, _, b = run(instances, tmp_path / "b", stage())
+    assert _same(dict(a_model.state_dict()), dict(b_model.state_dict()))
+    assert a.global_step == b.global_step == 4
+    for name in (METRICS_FILE, EPOCHS_FILE):
+        cols_a, rows_a = _rows(tmp_path / "a" / name)
+        cols_b, rows_b = _rows(tmp_path / "b" / name)
+        assert cols_a == cols_b and rows_a == rows_b
+        assert {"loss", "heatmap", "prototypes", "phm", "css", "grad_norm"} <= set(cols_a)
+
+
+def test_run_stage_from_scratch_is_reproducible(tmp_path, instances):
+    """The Kedro node's entry point, twice from scratch in one process: same weights, same log."""
+    from posebh.engine.run import run_stage
+
+    table, root = instances
+    kw = dict(
+        model={"size": "tiny", "datasets": list(DATASETS)},
+        objective={},
+        data={"split": "train", "augment": True, "progress": False},
+        instances=table,
+        sources={d: [{"format": "coco", "split": "train", "image_root": str(root)}] for d in DATASETS},
+        init=None,
+        device="cpu",
+    )
+    state_a, hist_a, sum_a = run_stage(stage(epochs=1), checkpoint_root=tmp_path / "a", **kw)
+    torch.rand(100)
+    state_b, hist_b, sum_b = run_stage(stage(epochs=1), checkpoint_root=tmp_path / "b", **kw)
+    assert _same(state_a["state_dict"], state_b["state_dict"])
+    drop = [c for c in hist_a.columns if c in TIMING]
+    assert hist_a.drop(columns=drop).equals(hist_b.drop(columns=drop))
