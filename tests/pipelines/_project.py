@@ -97,5 +97,6 @@ def execute_notebook(project: Path, notebook: str = "notebooks/explore.ipynb", t
         (spec_dir / "kernel.json").write_text(json.dumps(spec))
         km = KernelManager(kernel_name="posebh-venv", kernel_spec_manager=KernelSpecManager(kernel_dirs=[kernels]))
         client = NotebookClient(nb, km=km, timeout=timeout, resources={"metadata": {"path": str(path.parent)}})
-        client.execute()
+        # the client does not own this kernel manager: have it shut the kernel and channels down anyway
+        client.execute(cleanup_kc=True)
     return nb

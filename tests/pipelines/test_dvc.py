@@ -215,6 +215,22 @@ def test_outs_do_not_overlap_or_hold_tracked_files(dvc_stages):
         assert not held, f"{name}: out {o} holds git-tracked files {held[:3]} (DVC refuses outs tracked by SCM)"
 
 
+def test_top_level_plots_show_stage_outputs():
+    doc = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
+    outs = [o for s in doc["stages"].values() for o in _stage_outs(s)]
+    files = []
+    for entry in doc.get("plots") or []:
+        if isinstance(entry, str):
+            files.append(entry)
+        else:
+            for props in entry.values():
+                y = props.get("y")
+                files.extend(y if isinstance(y, dict) else [])
+    assert files, "no top-level plots"
+    for f in files:
+        assert any(_under(f, o) for o in outs), f"plot {f} is not an output of any stage"
+
+
 def test_deps_name_upstream_outs_exactly(dvc_stages, kedro_pipelines):
     producer = {p: name for name, s in dvc_stages.items() for p in _stage_outs(s)}
     for name, kp in kedro_pipelines.items():

@@ -211,7 +211,10 @@ def test_sigkill_during_a_catalog_save(tmp_path):
         ParquetDataset._write = killed
         ParquetDataset(filepath={str(path)!r}).save(pd.DataFrame({{"a": np.arange(10**5)}}))
     """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    import posebh
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(posebh.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120, env=env)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
     assert path.read_bytes() == before and _equal(ds.load(), make(1))
     stale = [p.name for p in path.parent.iterdir() if p != path]

@@ -29,7 +29,9 @@ PNG_METADATA = {"Software": None}
 #: Loss terms whose median magnitudes differ by more than this get a log y axis.
 LOG_SCALE_RATIO = 100.0
 #: History columns that are never drawn as loss curves.
-NOT_LOSSES = frozenset({"epoch", "step", "iter", "lr", "time", "data_time", "memory", "grad_norm"})
+#: Columns of a training log that are not loss terms (the engine's bookkeeping columns among them).
+NOT_LOSSES = frozenset({"epoch", "step", "iter", "lr", "time", "data_time", "memory", "grad_norm", "skipped",
+                        "images_per_s", "step_seconds", "seconds", "loss_scale"})
 #: Longest image side in the qualitative panel (keeps the embedded HTML small).
 QUAL_MAX_SIDE = 320
 QUAL_HEADER = 22
