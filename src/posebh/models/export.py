@@ -37,6 +37,7 @@ from posebh.models.checkpoints import (
 from posebh.models.heads import HeatmapHead, KeypointEmbedding
 from posebh.models.posebh import PoseBH
 from posebh.models.prototypes import Prototypes
+from posebh.models.sar import SARHead
 from posebh.models.split import split_state_dict
 from posebh.models.vit_moe import ViT
 
@@ -161,9 +162,12 @@ def _deconv_arch(stack: nn.Sequential) -> tuple[int, int, int]:
     return deconvs[0].in_channels, deconvs[0].out_channels, len(deconvs)
 
 
-def _head_arch(head: HeatmapHead) -> dict[str, int]:
+def _head_arch(head: HeatmapHead | SARHead) -> dict[str, Any]:
     in_ch, ch, n = _deconv_arch(head.deconv_layers)
-    return dict(in_channels=in_ch, num_keypoints=head.num_keypoints, deconv_channels=ch, num_deconv=n)
+    arch: dict[str, Any] = dict(in_channels=in_ch, num_keypoints=head.num_keypoints, deconv_channels=ch, num_deconv=n)
+    if isinstance(head, SARHead):  # heatmap payloads stay as they were; SAR ones say what they are
+        arch.update(kind="sar", with_heatmap=head.with_heatmap)
+    return arch
 
 
 def _embedding_arch(emb: KeypointEmbedding) -> dict[str, int]:
@@ -221,9 +225,10 @@ def per_dataset_from_payload(payload: Any, source: str | Path) -> PerDatasetMode
     payload = check_payload(payload, SPLIT_FORMAT, source)
     vit_arch = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(payload.get("vit") or {}).items()}
     head_arch = dict(payload.get("head") or {})
+    head_cls = SARHead if head_arch.pop("kind", "heatmap") == "sar" else HeatmapHead
 
     def build() -> PerDatasetModel:
-        return PerDatasetModel(ViT(**vit_arch), HeatmapHead(**head_arch), payload.get("dataset"),
+        return PerDatasetModel(ViT(**vit_arch), head_cls(**head_arch), payload.get("dataset"),
                                tuple(payload.get("input_wh") or ()), expert=payload.get("expert"))
 
     return _build(source, "per-dataset model", build_loaded, build, payload["state_dict"], source).eval()
