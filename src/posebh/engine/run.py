@@ -98,6 +98,7 @@ def run_stage(
 
     spec = StageSpec.from_dict(stage)
     config = ModelConfig.from_dict(dict(init["config"]) if init is not None else dict(model))
+    torch.manual_seed(spec.seed)  # a fresh model's initial weights depend on the stage seed only
     net = PoseBH(config)
     if init is not None:
         net.load_state_dict(init["state_dict"])
@@ -117,7 +118,6 @@ def run_stage(
     )
     obj = PoseBHObjective(obj_cfg, datasets=tuple(datasets), input_wh=config.input_wh, heatmap_wh=config.heatmap_wh)
     dev = resolve_device(device)
-    torch.manual_seed(spec.seed)
     key = fingerprint(spec.to_dict(), config.to_dict(), obj_cfg.__repr__(), selection, init is not None and _digest(init))
     out_dir = Path(checkpoint_root) / spec.name / key
     log.info("stage %s: %s training instances %s; checkpoints in %s", spec.name, len(table), selection["used"], out_dir)
