@@ -184,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
             "device": args.device,
             "load_average_at_start": list(os.getloadavg()),
         },
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        # paths as given (relative to the repository), never resolved to this machine's layout
+        "config": {k: (os.path.relpath(v) if isinstance(v, Path) and v.is_absolute() else str(v) if isinstance(v, Path) else v)
+                   for k, v in vars(args).items()},
         "note": "masked = ViTPose++ (every expert and every head on every sample, times a 0/1 mask); "
                 "routed = each sample through its own expert and head only. Ratios > 1 favour routing.",
         "results": results,
