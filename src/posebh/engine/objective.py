@@ -126,7 +126,10 @@ class PoseBHObjective:
         if self.switches["cps"]:
             # The prototypes are frozen whenever CPS is on, so clustering them is deterministic
             # and a resumed run rebuilds exactly the same clusters.
-            choice = choose_clusters(m.prototypes, self.config.cps_options, iters=self.config.cps_iters)
+            total = m.prototypes.num_keypoints
+            # the paper's options assume J = 214; a smaller MDT space clusters into half its keypoints
+            options = [c for c in self.config.cps_options if c < total] or [max(1, total // 2)]
+            choice = choose_clusters(m.prototypes, options, iters=self.config.cps_iters)
             self.clusters = choice.clusters.to(m.prototypes.prototypes.device)
 
     def start_epoch(self, model: nn.Module, stage: Any, epoch: int) -> None:
