@@ -3,7 +3,7 @@
     python benchmarks/ingest_coco_scale.py [--images 150000 --instances 260000]
                                            [--out benchmarks/results/ingest_coco_scale.json]
 
-1. Generates (once, cached under ``benchmarks/work/``, git-ignored) a COCO person-keypoints file
+1. Generates (once, cached under ``benchmarks/scratch/``, git-ignored) a COCO person-keypoints file
    of that size with realistic fields: polygon segmentations of a few dozen points (RLE counts
    for the ~1 % crowd regions), float areas, 51 keypoint values with about a third of the
    instances unlabelled, boxes, ``iscrowd``, ``num_keypoints`` and COCO's image bookkeeping.
@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=150_000)
     ap.add_argument("--instances", type=int, default=260_000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--work", type=Path, default=HERE / "work")
+    ap.add_argument("--work", type=Path, default=HERE / "scratch")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "ingest_coco_scale.json")
     ap.add_argument("--repeat", type=int, default=1, help="runs per task (round-robin); the fastest counts")
     ap.add_argument("--profile", action="store_true", help="add a cProfile of our read + validate")

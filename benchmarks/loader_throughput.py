@@ -3,7 +3,7 @@
     python benchmarks/loader_throughput.py [--images 96] [--instances-per-image 2] [--samples 384]
                                            [--batch 32] [--out benchmarks/results/loader_throughput.json]
 
-Generates once (seeded) COCO-sized 640x480 JPEG scenes under ``benchmarks/work/loader_images``
+Generates once (seeded) COCO-sized 640x480 JPEG scenes under ``benchmarks/scratch/loader_images``
 for two datasets (``coco`` with the UDP affine, ``aic`` with the standard one) and a table of
 training instances on them, then measures the training path (augmentation on, 256x192 crops):
 
@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-WORK = HERE / "work" / "loader_images"
+WORK = HERE / "scratch" / "loader_images"
 IMAGE_WH = (640, 480)
 DATASETS = ("coco", "aic")
 INPUT = (192, 256)
