@@ -28,3 +28,19 @@ def sample(samples_root: Path, *parts: str) -> Path:
     if not p.exists():
         pytest.skip(f"sample {'/'.join(parts)} not present")
     return p
+
+
+def perturbed_model(datasets=None, seed=0):
+    """A tiny PoseBH whose heads give O(1) outputs (the init's 0.001 std would hide differences)."""
+    import torch
+
+    from posebh.models.posebh import ModelConfig, build_model
+    from posebh.skeletons import PAPER_MDT_DATASETS
+
+    torch.manual_seed(seed)
+    m = build_model(ModelConfig(size="tiny", datasets=tuple(datasets or PAPER_MDT_DATASETS)))
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return m.eval()

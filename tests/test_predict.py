@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import sample
+from conftest import perturbed_model, sample
 
 from posebh import skeletons
 from posebh.cli import cli
@@ -19,7 +19,6 @@ from posebh.evaluation.inference import make_heatmap_fn, predict_image
 from posebh.evaluation.protocols import get_protocol
 from posebh.models.checkpoints import export_official, save_model
 from posebh.models.export import PROTOTYPES_FILE, save_split
-from posebh.models.posebh import ModelConfig, build_model
 from posebh.predict import DEFAULT_MIN_SCORE, PREDICT_SKELETONS, PredictError, parse_boxes, predict
 
 IMAGE = ("coco", "000000000785.jpg")
@@ -27,13 +26,7 @@ IMAGE_ID = 785
 
 
 def _perturbed(datasets, seed=0):
-    torch.manual_seed(seed)
-    m = build_model(ModelConfig(size="tiny", datasets=datasets))
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-    return m.eval()
+    return perturbed_model(datasets, seed)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import perturbed_model
 
 from posebh.cli import cli
 from posebh.models.checkpoints import CheckpointError, save_model
@@ -23,19 +24,11 @@ from posebh.models.export import (
     split_model,
 )
 from posebh.models.heads import HeatmapHead
-from posebh.models.posebh import ModelConfig, build_model
 from posebh.skeletons import PAPER_MDT_DATASETS
 
 
 def perturbed(datasets=PAPER_MDT_DATASETS, seed=0):
-    """A tiny PoseBH whose heads give O(1) outputs (the init's 0.001 std would hide differences)."""
-    torch.manual_seed(seed)
-    m = build_model(ModelConfig(size="tiny", datasets=datasets))
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-    return m.eval()
+    return perturbed_model(datasets, seed)
 
 
 @pytest.fixture(scope="module")
