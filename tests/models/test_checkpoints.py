@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -427,7 +428,14 @@ def test_load_model_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere.pt"):
         load_model(tmp_path / "nowhere.pt")
     junk = tmp_path / "junk.pt"
-    junk.write_bytes(os.urandom(256))
+    rng = np.random.default_rng(0)
+    for size in (1, 2, 8, 64, 256, 4096) * 40:  # arbitrary bytes provoke many exception types in torch's unpickler
+        junk.write_bytes(rng.integers(0, 256, size, dtype=np.uint8).tobytes())
+        with pytest.raises(CheckpointError, match="junk.pt: not a readable PyTorch checkpoint"):
+            load_model(junk)
+    good = tmp_path / "good.pt"
+    save_model(good, _perturbed_tiny(datasets=("coco",)))
+    junk.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="junk.pt: not a readable PyTorch checkpoint"):
         load_model(junk)
     official = tmp_path / "official.pth"
