@@ -346,6 +346,7 @@ class _StageRun:
         it = self.global_step
         self.schedule.apply(it, epoch)
         batch = to_device(batch, self.device)
+        buffers = self._buffer_snapshot()
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             out = self.objective(self.fwd, batch, epoch=epoch, step=it)
         if not isinstance(out, Mapping) or "loss" not in out:
@@ -377,6 +378,8 @@ class _StageRun:
         elif self.scaler is not None and backward:
             self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        if skip:
+            self._restore_buffers(buffers)
         self.objective.after_step(self.model)
 
         terms = {k: v for k, v in out.items() if k != "loss"}
@@ -393,6 +396,17 @@ class _StageRun:
                 sums[k] = sums[k] + v if k in sums else v
             self.acc["grad_norm"] = self.acc["grad_norm"] + norm.detach().to(torch.float64)
         return {"loss": loss, "terms": terms, "grad_norm": norm, "skipped": skip}
+
+    def _buffer_snapshot(self) -> list[tuple[Tensor, Tensor]]:
+        """Buffers (BatchNorm statistics and counts, the prototypes' momentum update) change in the forward
+        pass; a skipped step must put them back, or one NaN batch poisons the model state."""
+        return [(b, b.detach().clone()) for b in self.model.buffers()]
+
+    @staticmethod
+    def _restore_buffers(snapshot: list[tuple[Tensor, Tensor]]) -> None:
+        with torch.no_grad():
+            for live, saved in snapshot:
+                live.copy_(saved)
 
     def _step_row(self, epoch: int, res: dict[str, Any]) -> dict[str, Any]:
         s = self._since_log
