@@ -8,7 +8,7 @@ from kedro.pipeline import Pipeline
 
 #: The DAG in order (DESIGN.md section 2); each name is a package under posebh.pipelines.
 MDT_PIPELINES: tuple[str, ...] = (
-    "ingest", "prepare", "baseline", "stage1", "stage2", "stage3", "split",
+    "ingest", "prepare", "baseline", "stage1", "stage2", "stage3", "split", "heads",
     "transfer_interhand", "transfer_3dpw", "evaluate", "report",
 )
 

@@ -133,7 +133,7 @@ def test_sar_rows_and_costs_add_the_head_table(tmp_path):
     m["head_cost"] = {"heatmap": {"params": 2_500_000, "flops": 1.2e9}, "sar": {"params": 300_000, "flops": 2e8}}
     build_report(m, None, None, None, tmp_path)
     md = (tmp_path / "report.md").read_text()
-    assert "## Keypoint heads: heatmap vs regression" in md
+    assert "## Keypoint heads: heatmap vs SAR regression" in md
     assert "| PoseBH [SAR] |" in md.replace(" Δ [SAR] |", "")
     doc = json.loads((tmp_path / "metrics.json").read_text())
     assert doc["main"]["coco"]["posebh_sar"] == 76.1 and doc["head_cost"]["sar"]["params"] == 300_000

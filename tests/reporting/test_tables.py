@@ -145,11 +145,17 @@ def test_sar_rows_add_head_columns_and_the_head_table(metrics):
     main = tables.main_table(metrics)
     assert main.frame.loc["COCO", "PoseBH [SAR]"] == "76.0"
     assert main.frame.loc["COCO", "ViTPose++ [SAR]"] == NA
+    metrics["rows"]["baseline_sar"] = {
+        "mpii": {"PCKh@0.1": 41.25, "PCKh@0.5": 88.0, "pixel_error": 5.0}, "aic": {"pixel_error": 3.0}}
     heads = tables.head_table(metrics)
-    assert heads.frame.index.tolist() == ["heatmap", "SAR"]
-    assert heads.frame.loc["SAR", "Params (M)"] == "0.31"
-    assert heads.frame.loc["heatmap", "GFLOPs"] == "1.25"
-    assert heads.frame.loc["heatmap", "Δ avg"] == "+2.2"
+    assert heads.frame.index.tolist() == ["ViTPose++", "PoseBH", "ViTPose++", "PoseBH"]
+    assert heads.frame["Head"].tolist() == ["heatmap", "heatmap", "SAR", "SAR"]
+    sar_base = heads.frame.iloc[2]
+    assert sar_base["Params (M)"] == "0.31" and heads.frame.iloc[0]["GFLOPs"] == "1.25"
+    assert sar_base["MPII PCKh@0.1"] == "41.2" and sar_base["MPII PCKh@0.5"] == "88.0"
+    assert sar_base["mean pixel error (px)"] == "4.00"  # (5.0 + 3.0) / 2: the datasets that report it
+    assert heads.frame.iloc[3]["COCO AP"] == "76.0" and sar_base["COCO AP"] == NA
+    assert heads.frame.iloc[1]["MPII PCKh@0.1"] == "39.1" and heads.frame.iloc[1]["mean pixel error (px)"] == "6.25"
     assert tables.row_label("posebh_sar") == "PoseBH (SAR head)"
     assert tables.ordered_rows(["posebh_sar", "posebh", "baseline_sar", "baseline"]) == [
         "baseline", "posebh", "baseline_sar", "posebh_sar",

@@ -93,7 +93,7 @@ def run_stage(
     from posebh.data.transforms import reference_augment
     from posebh.engine.objective import ObjectiveConfig, PoseBHObjective
     from posebh.engine.stages import StageSpec
-    from posebh.engine.trainer import train_stage
+    from posebh.engine.trainer import TIMING_COLUMNS, train_stage
     from posebh.models.posebh import ModelConfig, PoseBH
 
     spec = StageSpec.from_dict(stage)
@@ -135,7 +135,7 @@ def run_stage(
     summary = {
         "stage": spec.name,
         "selection": selection,
-        "final_epoch": _plain(result.metrics),
+        "final_epoch": _plain({k: v for k, v in result.metrics.items() if k not in TIMING_COLUMNS}),
         "global_step": result.global_step,
         "nonfinite_skipped": result.nonfinite_skipped,
     }

@@ -53,6 +53,9 @@ FP16_INIT_SCALE = 16384.0
 CHECKPOINT_FORMAT = 1
 STEP_LEAD = ("stage", "epoch", "step", "lr", "loss")
 STEP_TAIL = ("grad_norm", "skipped", "images_per_s", "step_seconds", "seconds")
+#: Wall-clock columns: they go to the CSV logs (plots) only, never into metrics files, so that two
+#: runs of the same configuration give byte-identical metrics.
+TIMING_COLUMNS = frozenset({"images_per_s", "step_seconds", "seconds"})
 EPOCH_TAIL = ("grad_norm", "skipped", "images_per_s", "seconds")
 
 

@@ -37,7 +37,7 @@ from posebh.models.checkpoints import (
 from posebh.models.heads import HeatmapHead, KeypointEmbedding
 from posebh.models.posebh import PoseBH
 from posebh.models.prototypes import Prototypes
-from posebh.models.sar import SARHead
+from posebh.models.sar import SARHead, head_cost
 from posebh.models.split import split_state_dict
 from posebh.models.vit_moe import ViT
 
@@ -90,6 +90,15 @@ class PerDatasetModel(nn.Module):
         up = 2 ** sum(isinstance(m, nn.ConvTranspose2d) for m in self.head.deconv_layers)
         gh, gw = self.backbone.grid_size
         return (gw * up, gh * up)
+
+    @property
+    def head_kind(self) -> str:
+        """``sar`` for a spatial-aware regression head, else ``heatmap`` (``model.head``'s values)."""
+        return "sar" if isinstance(self.head, SARHead) else "heatmap"
+
+    def head_cost(self) -> dict[str, float]:
+        """Parameters and FLOPs of the keypoint head alone on one crop's backbone features."""
+        return head_cost(self.head, self.backbone.embed_dim, tuple(self.backbone.grid_size))
 
     def features(self, images: Tensor) -> Tensor:
         return self.backbone(images)

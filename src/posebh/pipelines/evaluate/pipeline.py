@@ -11,7 +11,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 nodes.evaluate,
                 [
-                    "model_input_instances", "detection_instances", "baseline_split", "posebh_split",
+                    "model_input_instances", "detection_instances", "baseline_split", "posebh_split", "heads_split",
                     "transfer_interhand_results", "transfer_3dpw_results",
                     "params:model", "params:evaluate", "params:ingest.datasets",
                 ],

@@ -1,0 +1,21 @@
+"""Names of the evaluated rows: the compared pair, per keypoint head (``posebh``, ``baseline_sar``)."""
+
+from __future__ import annotations
+
+BASELINE = "baseline"
+METHOD = "posebh"
+PAIR = (BASELINE, METHOD)
+#: The head whose rows carry no suffix; other heads append ``_<head>``.
+DEFAULT_HEAD = "heatmap"
+
+
+def split_row(row: str) -> tuple[str, str]:
+    """(base, head): ``posebh_sar`` -> (posebh, sar); ``posebh`` -> (posebh, heatmap)."""
+    for base in PAIR:
+        if row.startswith(base + "_"):
+            return base, row[len(base) + 1 :]
+    return row, DEFAULT_HEAD
+
+
+def row_name(base: str, head: str) -> str:
+    return base if head == DEFAULT_HEAD else f"{base}_{head}"

@@ -1,0 +1,1 @@
+"""``heads``: the ViTPose++ baseline trained again with the other keypoint head (SAR or heatmap)."""

@@ -1,0 +1,24 @@
+"""Heads nodes: the baseline's training with the other keypoint head."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from posebh.pipelines.training.nodes import train_stage
+
+#: The keypoint heads a model can have (``model.head``); the comparison trains the one not in use.
+HEADS = ("heatmap", "sar")
+
+
+def other_head(head: str) -> str:
+    if head not in HEADS:
+        raise ValueError(f"model.head: {head!r} is not a keypoint head (expected one of {', '.join(HEADS)})")
+    return next(h for h in HEADS if h != head)
+
+
+def train_other_head(instances: pd.DataFrame, baseline: dict, model: dict, objective: dict, data: dict, sources: dict):
+    """The baseline's schedule from scratch (also when ``baseline.import`` brings an official
+    checkpoint: none exists for the other head) with the other head; its stage is ``baseline_<head>``."""
+    head = other_head(model.get("head", HEADS[0]))
+    stage = {**baseline, "stage": {**baseline["stage"], "name": f"baseline_{head}"}}
+    return train_stage(instances, None, stage, {**model, "head": head}, objective, data, sources)
