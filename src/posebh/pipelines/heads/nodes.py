@@ -16,9 +16,12 @@ def other_head(head: str) -> str:
     return next(h for h in HEADS if h != head)
 
 
-def train_other_head(instances: pd.DataFrame, baseline: dict, model: dict, objective: dict, data: dict, sources: dict):
-    """The baseline's schedule from scratch (also when ``baseline.import`` brings an official
-    checkpoint: none exists for the other head) with the other head; its stage is ``baseline_<head>``."""
+def train_other_head(
+    instances: pd.DataFrame, heads: dict, baseline: dict, model: dict, objective: dict, data: dict, sources: dict
+):
+    """``heads.stage`` (default: the baseline's schedule) from scratch with the other head, also when
+    ``baseline.import`` brings an official checkpoint (none exists for the other head); its stage
+    is named ``baseline_<head>``."""
     head = other_head(model.get("head", HEADS[0]))
-    stage = {**baseline, "stage": {**baseline["stage"], "name": f"baseline_{head}"}}
+    stage = {"stage": {**(heads.get("stage") or baseline["stage"]), "name": f"baseline_{head}"}}
     return train_stage(instances, None, stage, {**model, "head": head}, objective, data, sources)

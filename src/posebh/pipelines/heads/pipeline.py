@@ -13,7 +13,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 nodes.train_other_head,
-                ["model_input_instances", "params:baseline", *SHARED_INPUTS],
+                ["model_input_instances", "params:heads", "params:baseline", *SHARED_INPUTS],
                 ["heads_model", "heads_history", "heads_summary"],
                 name="train_heads",
             ),
