@@ -19,7 +19,7 @@ from posebh.evaluation.inference import make_heatmap_fn, predict_image
 from posebh.evaluation.protocols import get_protocol
 from posebh.models.checkpoints import export_official, save_model
 from posebh.models.export import PROTOTYPES_FILE, save_split
-from posebh.predict import DEFAULT_MIN_SCORE, PREDICT_SKELETONS, PredictError, parse_boxes, predict
+from posebh.predict import DEFAULT_MIN_SCORE, PREDICT_SKELETONS, PredictError, detection_boxes, parse_boxes, predict
 
 IMAGE = ("coco", "000000000785.jpg")
 IMAGE_ID = 785
@@ -222,3 +222,17 @@ def test_predict_api_errors(ckpts, image):
         predict(image, checkpoint=ckpts["split_coco"], skeleton="coco", expert="aic")
     with pytest.raises(PredictError, match="width and height must be positive"):
         parse_boxes("1,2,0,5")
+
+
+def test_detection_boxes_refuse_a_malformed_box_of_the_image(tmp_path):
+    """A flagged box on another image does not matter; one on the image asked for is an error, not a
+    box silently left out or predicted on."""
+    det = tmp_path / "det.json"
+    det.write_text(json.dumps([
+        {"image_id": 5, "category_id": 1, "bbox": [10, 10, 50, 80], "score": 0.9},
+        {"image_id": 6, "category_id": 1, "bbox": [10, 10, 0, 80], "score": 0.9},
+    ]))
+    boxes, scores, cats = detection_boxes(det, 5)
+    assert boxes.tolist() == [[10, 10, 50, 80]] and scores.tolist() == [0.9] and cats.tolist() == [1]
+    with pytest.raises(PredictError, match=r"det\.json: 1 detection\(s\) of image 6 are malformed: bbox width or height"):
+        detection_boxes(det, 6)

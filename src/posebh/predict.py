@@ -171,11 +171,18 @@ def image_id_of(image_path: Path) -> int | None:
 
 
 def detection_boxes(path: str | Path, image_id: int, *, min_score: float = DEFAULT_MIN_SCORE):
-    """(boxes (N, 4), scores (N,), category ids (N,)) of ``image_id`` in a COCO detection-results file."""
+    """(boxes (N, 4), scores (N,), category ids (N,)) of ``image_id`` in a COCO detection-results file.
+
+    A malformed box of another image is ignored; one of this image raises, naming the file.
+    """
     from posebh.data.readers.detections import read_detections
 
     det = read_detections(annotations=path, split="predict", category_id=None)
-    sel = det[(det["image_id"].to_numpy() == image_id) & (det["score"].to_numpy() >= min_score)]
+    det = det[det["image_id"].to_numpy() == image_id]
+    flagged = det["issue"].dropna()
+    if len(flagged):
+        raise PredictError(f"{path}: {len(flagged)} detection(s) of image {image_id} are malformed: {flagged.iat[0]}")
+    sel = det[det["score"].to_numpy() >= min_score]
     boxes = np.stack(sel["bbox"].to_numpy()).astype(np.float64) if len(sel) else np.zeros((0, 4))
     return boxes, sel["score"].to_numpy(np.float64), sel["category_id"].to_numpy(np.int64)
 

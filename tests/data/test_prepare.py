@@ -246,6 +246,7 @@ def test_attach_detections():
     assert a["below_min_score"] == 2 and a["on_unknown_images"] == 1 and a["unknown_image_ids"] == [7]
     assert a["other_dataset_or_split"] == 0
     assert a["attached"] + a["below_min_score"] + a["on_unknown_images"] == a["detections_in"]
+    assert a["malformed"] == a["on_flagged_images"] == 0 and a["quarantine_reasons"] == {}
     assert a["images"] == 2 and a["images_without_detections"] == 0
     v = validate(out)
     assert len(v.quarantine) == 0  # detection rows are valid instance rows
@@ -284,6 +285,62 @@ def test_attach_detections_to_test_dev_image_info(tmp_path):
     assert list(out["image_id"]) == [11, 12]
     assert list(out["file_name"]) == ["000000000011.jpg", "000000000012.jpg"]
     assert out.attrs["on_unknown_images"] == 1 and out.attrs["unknown_image_ids"] == [99]
+
+
+
+def _accounted(a: dict) -> None:
+    json.dumps(a, allow_nan=False)
+    kinds = ("attached", "other_dataset_or_split", "malformed", "below_min_score", "on_unknown_images", "on_flagged_images")
+    assert a["detections_in"] == sum(a[k] for k in kinds), a
+
+
+def test_attach_detections_rechecks_tables_without_issue():
+    """A detections table written before the ``issue`` column (or built by hand) is checked again:
+    a NaN score or an empty box is malformed, not silently below the threshold or attached."""
+    det = _detections().drop(columns="issue")
+    det.at[0, "score"] = np.nan  # on image 2
+    det.at[2, "bbox"] = np.array([1.0, 1.0, 0.0, 30.0])  # image 1, the best score
+    det.at[6, "bbox"] = np.array([2.0, 2.0, np.inf, 10.0])
+    det.at[4, "score"] = np.inf  # would be below min_score
+    out = attach_detections(images_table(_instances()), det, dataset="coco", split="val", min_score=0.05)
+    a = out.attrs
+    _accounted(a)
+    assert list(out["instance_id"]) == [1] and a["malformed"] == 4
+    assert a["below_min_score"] == 1 and a["on_unknown_images"] == 1
+    assert a["quarantine_reasons"] == {
+        "detection issue: score is not a finite number": 2,
+        "detection issue: bbox width or height is not positive": 1,
+        "detection issue: bbox is not 4 finite numbers": 1,
+    }
+    assert a["quarantine_examples"][0].startswith("row 0 (image 2, bbox [5, 5, 50, 60], score nan): detection issue")
+    assert a["images_without_detections"] == 1  # image 2 lost its only box
+
+
+def test_attach_detections_skips_flagged_images():
+    imgs = images_table(_instances())
+    imgs.loc[imgs["image_id"] == 2, "issue"] = "image width/height missing and not readable from the image"
+    out = attach_detections(imgs, _detections(), dataset="coco", split="val", min_score=0.05)
+    a = out.attrs
+    _accounted(a)
+    assert list(out["image_id"]) == [1, 1, 1] and a["on_flagged_images"] == 1 and a["flagged_images"] == 1
+    assert a["quarantine_reasons"] == {"image issue: image width/height missing and not readable from the image": 1}
+    # a size that cannot be right flags the image even without an issue
+    imgs = images_table(_instances())
+    imgs.loc[imgs["image_id"] == 1, "width"] = 0
+    out = attach_detections(imgs, _detections(), dataset="coco", split="val", min_score=0.05)
+    _accounted(out.attrs)
+    assert list(out["image_id"]) == [2] and out.attrs["on_flagged_images"] == 3
+    assert out.attrs["quarantine_reasons"] == {"image issue: image width/height 0x480 not positive": 3}
+    assert out.attrs["images_without_detections"] == 0 and out.attrs["flagged_images"] == 1
+
+
+def test_attach_detections_any_flagged_copy_flags_the_image():
+    """The prepare node stacks two image tables; a flagged copy of an image id must not hide behind a clean one."""
+    clean = images_table(_instances())
+    flagged = clean[clean["image_id"] == 1].assign(issue="image id 1 appears 2 times in images")
+    out = attach_detections(pd.concat([clean, flagged], ignore_index=True), _detections(), dataset="coco", split="val")
+    _accounted(out.attrs)
+    assert list(out["image_id"]) == [2] and out.attrs["on_flagged_images"] == 4
 
 
 # ---- manifest ----------------------------------------------------------------------------------

@@ -397,7 +397,7 @@ def check_detections(df, raw, dataset):
     assert df["category_id"].tolist() == [d["category_id"] for d in raw]
     assert df["score"].tolist() == [d["score"] for d in raw]
     assert bbox_array(df).tolist() == [d["bbox"] for d in raw]
-    assert df.attrs["dropped"] == 0
+    assert df["issue"].isna().all()
 
 
 def test_detection_samples(samples):
@@ -418,14 +418,22 @@ def test_detections_category_filter_and_malformed_entries(tmp_path):
     assert len(data.read("detections", annotations=path, split="val", category_id=2)) == 1
 
     bad = good + [{"image_id": 1, "category_id": 1, "bbox": [1, 2, 3], "score": 0.5},
-                  {"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "score": None}, "x"]  # fmt: skip
+                  {"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "score": None}, "x",
+                  {"image_id": 1, "category_id": 2, "bbox": [1, 2, 0, 4], "score": 0.5},
+                  {"image_id": 1, "category_id": "1", "bbox": [1, 2, -3, 4], "score": 0.5}]  # fmt: skip
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(bad).replace("null", "NaN"))
-    with pytest.raises(DataFileError, match=r"bad\.json: 3 of 6 detections are malformed \(first at index 3: bbox"):
-        data.read("detections", annotations=path, split="val")
-    df = data.read("detections", annotations=path, split="val", strict=False, category_id=None)
-    assert len(df) == 3 and df.attrs["dropped"] == 3
-    assert np.isfinite(df["score"]).all()
+    with pytest.raises(DataFileError, match=r"bad\.json: 5 of 8 detections are malformed \(first at index 3: bbox"):
+        data.read("detections", annotations=path, split="val", strict=True)
+    df = data.read("detections", annotations=path, split="val", category_id=None)
+    assert len(df) == 8 and df["issue"].isna().tolist() == [True] * 3 + [False] * 5
+    assert df["issue"].tolist()[3:] == [
+        "bbox is not 4 finite numbers", "score is not a finite number", "not a JSON object",
+        "bbox width or height is not positive", "category_id is not an integer; bbox width or height is not positive",
+    ]
+    # the category filter keeps a flagged box whose category it cannot tell, so no bad box hides
+    persons = data.read("detections", annotations=path, split="val")
+    assert persons["issue"].isna().tolist() == [True, True, False, False, False, False]
 
 
 def test_detections_top_level_must_be_a_list(tmp_path):

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -373,3 +374,111 @@ def test_errors_about_other_files_keep_their_name(tmp_path):
             open(tmp_path / "missing_input.txt")
     assert "missing_input.txt" in str(e.value)
     assert not any(tmp_path.iterdir())
+
+
+# ----------------------------------------------------------------------------------------------
+# Stale temporaries: what a writer killed by SIGKILL leaves, and who removes it
+# ----------------------------------------------------------------------------------------------
+
+
+def _env() -> dict[str, str]:
+    import posebh
+
+    src = str(Path(posebh.__file__).parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+
+
+class _Writer:
+    """A real process half-way through ``atomic_file(path)``: it has written part of the new
+    version to its temporary file and waits there until it is killed."""
+
+    def __init__(self, path: Path):
+        code = textwrap.dedent(f"""
+            import time
+            from posebh import atomic
+
+            with atomic.atomic_file({str(path)!r}, "w") as f:
+                f.write("half of version 2\\n" * 1000)
+                f.flush()
+                print("writing", flush=True)
+                time.sleep(300)
+        """)
+        self.proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=_env())  # fmt: skip
+        line = self.proc.stdout.readline()
+        if line.strip() != b"writing":
+            self.proc.kill()
+            raise AssertionError(f"the writer did not start: {line!r} {self.proc.communicate()[1].decode()}")
+
+    def temporaries(self, folder: Path) -> list[Path]:
+        return sorted(p for p in folder.iterdir() if f".{self.proc.pid}." in p.name)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.communicate(timeout=60)
+        assert self.proc.returncode == -signal.SIGKILL
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_sigkill_mid_write_leaves_a_temporary_the_next_write_removes(tmp_path, caplog):
+    path = atomic.write_text(tmp_path / "out" / "report.json", "version 1\n")
+    folder = path.parent
+    writer = _Writer(path)
+    try:
+        (live,) = writer.temporaries(folder)
+        assert live.name.startswith(f".report.json.{writer.proc.pid}.") and live.name.endswith(".tmp")
+        atomic.write_text(path, "version 2 from another writer\n")
+        assert live.exists(), "a live writer's temporary was removed"
+        assert atomic.stale_temporaries(path) == []
+    finally:
+        writer.kill()
+    assert path.read_text() == "version 2 from another writer\n"
+    (stale,) = writer.temporaries(folder)
+    assert stale == live and stale.read_text().startswith("half of version 2")
+    assert atomic.stale_temporaries(path) == [stale]
+
+    # what must survive: another target's stale temporary, a file that only looks like one, a
+    # temporary of a live process, and a dead writer's temporary newer than the write
+    dead = writer.proc.pid
+    keep = [f".other.json.{dead}.abcd1234.tmp", f".report.json.{dead}.tmp", f".report.json.x{dead}.abcd1234.tmp",
+            f".report.json.{os.getpid()}.abcd1234.tmp", f"report.json.{dead}.abcd1234.tmp"]  # fmt: skip
+    for name in keep:
+        (folder / name).write_text("not stale")
+    newer = folder / f".report.json.{dead}.zzzz9999.tmp"
+    newer.write_text("written after this write began")
+    future = time.time_ns() + 3600 * 10**9
+    os.utime(newer, ns=(future, future))
+
+    with caplog.at_level("WARNING", logger="posebh.atomic"):
+        atomic.write_text(path, "version 3\n")
+    assert path.read_text() == "version 3\n"
+    assert not stale.exists()
+    assert _names(folder) == sorted(["report.json", newer.name, *keep])
+    assert stale.name in caplog.text and str(dead) in caplog.text
+
+
+def test_failed_write_leaves_stale_temporaries_alone(tmp_path):
+    """Only a successful write cleans up: a failing one must not change the folder further."""
+    path = atomic.write_text(tmp_path / "a.txt", "v1")
+    writer = _Writer(path)
+    writer.kill()
+    (stale,) = writer.temporaries(tmp_path)
+    with pytest.raises(RuntimeError):
+        with atomic.atomic_path(path) as tmp:
+            tmp.write_text("v2")
+            raise RuntimeError("boom")
+    assert stale.exists() and path.read_text() == "v1"
+    atomic.write_text(path, "v3")
+    assert _names(tmp_path) == ["a.txt"]
+
+
+def test_next_catalog_save_removes_what_a_killed_save_left(tmp_path):
+    ds, path, before, make = _dataset(tmp_path, "JSONDataset")
+    writer = _Writer(path)
+    writer.kill()
+    assert len(writer.temporaries(path.parent)) == 1 and path.read_bytes() == before
+    ds.save(make(2))
+    assert _names(path.parent) == [path.name] and _equal(ds.load(), make(2))

@@ -23,7 +23,7 @@ import pickle
 import subprocess
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -890,11 +890,25 @@ def detection(i: int) -> dict:
 DETECTION_DEFECTS: list[tuple[str, Callable[[dict], Any], str]] = [
     ("bbox_nan", lambda d: d["bbox"].__setitem__(0, math.nan), "bbox is not 4 finite numbers"),
     ("bbox_inf", lambda d: d["bbox"].__setitem__(2, math.inf), "bbox is not 4 finite numbers"),
+    ("bbox_minus_inf", lambda d: d["bbox"].__setitem__(3, -math.inf), "bbox is not 4 finite numbers"),
     ("bbox_short", lambda d: d.__setitem__("bbox", [1, 2, 3]), "bbox is not 4 finite numbers"),
+    ("bbox_long", lambda d: d["bbox"].append(5.0), "bbox is not 4 finite numbers"),
+    ("bbox_empty", lambda d: d.__setitem__("bbox", []), "bbox is not 4 finite numbers"),
+    ("bbox_nested", lambda d: d.__setitem__("bbox", [[10, 20], [100, 200]]), "bbox is not 4 finite numbers"),
+    ("bbox_string_value", lambda d: d["bbox"].__setitem__(1, "twenty"), "bbox is not 4 finite numbers"),
+    ("bbox_not_a_list", lambda d: d.__setitem__("bbox", "10 20 100 200"), "bbox is not 4 finite numbers"),
     ("bbox_missing", lambda d: d.pop("bbox"), "bbox is not 4 finite numbers"),
+    ("bbox_zero_width", lambda d: d["bbox"].__setitem__(2, 0.0), "bbox width or height is not positive"),
+    ("bbox_zero_height", lambda d: d["bbox"].__setitem__(3, 0), "bbox width or height is not positive"),
+    ("bbox_zero_size", lambda d: d.__setitem__("bbox", [10.0, 20.0, 0.0, 0.0]), "bbox width or height is not positive"),
+    ("bbox_negative_width", lambda d: d["bbox"].__setitem__(2, -100.0), "bbox width or height is not positive"),
+    ("bbox_negative_height", lambda d: d["bbox"].__setitem__(3, -0.5), "bbox width or height is not positive"),
     ("score_nan", lambda d: d.__setitem__("score", math.nan), "score is not a finite number"),
     ("score_inf", lambda d: d.__setitem__("score", math.inf), "score is not a finite number"),
+    ("score_minus_inf", lambda d: d.__setitem__("score", -math.inf), "score is not a finite number"),
     ("score_string", lambda d: d.__setitem__("score", "high"), "score is not a finite number"),
+    ("score_bool", lambda d: d.__setitem__("score", True), "score is not a finite number"),
+    ("score_huge_int", lambda d: d.__setitem__("score", 10**400), "score is not a finite number"),
     ("score_missing", lambda d: d.pop("score"), "score is not a finite number"),
     ("image_id_string", lambda d: d.__setitem__("image_id", "7"), "image_id is not an integer"),
     ("category_id_missing", lambda d: d.pop("category_id"), "category_id is not an integer"),
@@ -1057,12 +1071,28 @@ def test_validation_reports_are_byte_identical(row_outcomes, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
-# Detections: no issue column, so a malformed entry refuses the file (or is dropped and counted)
+# Detections: a malformed box is kept with an ``issue`` and never attached; ``strict`` refuses the file
 # ----------------------------------------------------------------------------------------------
+
+
+def detection_images(base: Path, ids: Sequence[int], split: str = "val") -> pd.DataFrame:
+    doc = {"images": [coco_image("coco", i) for i in ids]}
+    return data.read("coco_image_info", annotations=write_json(base / "info.json", doc), split=split)
+
+
+def check_accounting(attrs: dict) -> None:
+    """Every detection in is attached or counted under one reason; the report is JSON."""
+    json.dumps(attrs, allow_nan=False)
+    reasons = ("attached", "other_dataset_or_split", "malformed", "below_min_score", "on_unknown_images",
+               "on_flagged_images")  # fmt: skip
+    assert attrs["detections_in"] == sum(attrs[r] for r in reasons), attrs
+    assert sum(attrs["quarantine_reasons"].values()) == attrs["malformed"] + attrs["on_flagged_images"], attrs
 
 
 @pytest.mark.parametrize("name, mutate, phrase", DETECTION_DEFECTS, ids=[d[0] for d in DETECTION_DEFECTS])
 def test_malformed_detections(tmp_path, name, mutate, phrase):
+    from posebh.data.prepare import attach_detections
+
     SUMMARY["bad_cases"] += 1
     SUMMARY["row_cases"] += 1
     dets = [detection(i) for i in (1, 2, 3)]
@@ -1071,15 +1101,61 @@ def test_malformed_detections(tmp_path, name, mutate, phrase):
     dets.insert(1, bad)
     path = write_json(tmp_path / "dets.json", dets)
     with pytest.raises(DataFileError) as e:
-        data.read("detections", annotations=path, split="val")
+        data.read("detections", annotations=path, split="val", strict=True)
     msg = str(e.value)
     assert path.name in msg and "1 of 4 detections are malformed (first at index 1" in msg and phrase in msg
-    df = data.read("detections", annotations=path, split="val", strict=False)
+
+    df = data.read("detections", annotations=path, split="val")
     SUMMARY["good_rows_in"] += 3
     SUMMARY["bad_rows_in"] += 1
-    assert sorted(df["image_id"]) == [1, 2, 3] and df.attrs["dropped"] == 1
-    SUMMARY["good_rows_kept"] += len(df)
-    SUMMARY["rows_quarantined"] += df.attrs["dropped"]
+    assert len(df) == 4, "the reader dropped a detection"
+    assert df["issue"].notna().tolist() == [False, True, False, False]
+    assert phrase in df["issue"].iat[1], df["issue"].iat[1]
+    good = df[df["issue"].isna()]
+    assert good["image_id"].tolist() == [1, 2, 3] and good["score"].tolist() == [0.9] * 3
+    assert all(b.tolist() == [10.0, 20.0, 100.0, 200.0] for b in good["bbox"])
+
+    out = attach_detections(detection_images(tmp_path, [1, 2, 3, 4]), df, dataset="coco", split="val")
+    a = out.attrs
+    check_accounting(a)
+    assert sorted(out["image_id"]) == [1, 2, 3] and a["attached"] == 3 and a["malformed"] == 1
+    (reason,) = a["quarantine_reasons"]
+    assert phrase in reason and reason.startswith("detection issue: ")
+    assert a["quarantine_examples"][0].startswith("row 1 ") and phrase in a["quarantine_examples"][0]
+    SUMMARY["good_rows_kept"] += a["attached"]
+    SUMMARY["rows_quarantined"] += a["malformed"]
+
+
+@pytest.mark.parametrize("case", [c for c in ROW_CASES if c.fmt == "coco_image_info"], ids=lambda c: c.id)
+def test_detections_on_flagged_images_are_not_attached(case, row_outcomes):
+    """A box on an image whose row carries an ``issue`` (missing, empty or corrupt image file, bad
+    size or name, repeated id) is counted under that reason, never attached."""
+    from posebh.data.prepare import attach_detections
+    from posebh.data.schema import DETECTION_COLUMNS, make_table
+
+    o = row_outcomes[case.id]
+    b = o.built
+    SUMMARY["bad_cases"] += 1
+    SUMMARY["row_cases"] += 1
+    ids = [1, 1, 2, 3, 3, 3]
+    dets = make_table({"dataset": "coco", "split": case.id, "image_id": ids, "category_id": 1,
+                       "bbox": np.tile([10.0, 20.0, 100.0, 200.0], (len(ids), 1)), "score": 0.9},
+                      len(ids), DETECTION_COLUMNS)  # fmt: skip
+    out = attach_detections(o.table, dets, dataset="coco", split=case.id)
+    a = out.attrs
+    check_accounting(a)
+    on_good = [i for i in ids if i in b.good and i not in b.bad]
+    on_bad = [i for i in ids if i in b.bad]
+    SUMMARY["good_rows_in"] += len(on_good)
+    SUMMARY["bad_rows_in"] += len(ids) - len(on_good)
+    assert sorted(out["image_id"]) == on_good
+    assert a["on_flagged_images"] == len(on_bad) and a["flagged_images"] == len(set(b.bad))
+    assert a["on_unknown_images"] == len(ids) - len(on_good) - len(on_bad) and a["malformed"] == 0
+    for reason in a["quarantine_reasons"]:
+        assert reason.startswith("image issue: ") and b.phrase in reason, reason
+    assert len(a["quarantine_examples"]) == len(on_bad)
+    SUMMARY["good_rows_kept"] += a["attached"]
+    SUMMARY["rows_quarantined"] += a["on_flagged_images"] + a["on_unknown_images"]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import zlib
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from posebh import skeletons
-from posebh.data.schema import COLUMNS, IMAGE_COLUMNS, bbox_array, make_table
+from posebh.data.schema import COLUMNS, IMAGE_COLUMNS, bbox_array, detection_issues, make_table
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -175,19 +176,28 @@ def attach_detections(
     split: str,
     min_score: float = 0.0,
 ) -> pd.DataFrame:
-    """One instance row per detection box on the (dataset, split) images, for top-down testing.
+    """One instance row per usable detection box on the (dataset, split) images, for top-down testing.
 
     Rows carry the detection box, ``area`` = box w*h, no keypoints (3K zeros, K of the dataset's
     skeleton), ``instance_id`` = the detection's row number in ``detections`` (stable when
     ``min_score`` changes), ``extra = {"det_score": score}``; they are ordered by image, then by
-    descending score. Boxes of another (dataset, split) (when ``detections`` carries those
-    columns), below ``min_score``, or on images not in ``images`` are not attached; each kind is
-    counted in ``attrs`` (with the first unknown image ids), never dropped unseen:
-    ``detections_in == attached + other_dataset_or_split + below_min_score + on_unknown_images``.
+    descending score.
+
+    Every other box is counted in ``attrs`` under the first reason that applies, in this order,
+    never dropped unseen: ``other_dataset_or_split`` (when ``detections`` carries those columns);
+    ``malformed`` (an ``issue`` from the reader, or a box or score that
+    :func:`~posebh.data.schema.detection_issues` rejects, for tables written without ``issue``);
+    ``below_min_score``; ``on_unknown_images`` (not in ``images``; the first ids are listed);
+    ``on_flagged_images`` (an image row of that id has an ``issue`` or a size below 1 pixel, so a
+    missing or corrupt image cannot feed evaluation). ``detections_in`` is their sum plus
+    ``attached``. ``quarantine_reasons`` counts the reasons of the malformed and flagged-image
+    boxes, ``quarantine_examples`` shows the first few; ``images_without_detections`` counts
+    unflagged images only. ``attrs`` stays JSON-able.
     """
     sk = skeletons.get(dataset)
     dataset = sk.name
     sel = images[(images["dataset"] == dataset) & (images["split"] == split)]
+    image_issue = _image_issues(sel)
     sel = sel.drop_duplicates("image_id").set_index("image_id")
 
     det = detections.reset_index(drop=True)
@@ -198,11 +208,21 @@ def attach_detections(
     for col, want in (("dataset", dataset), ("split", split)):
         if col in det.columns:
             mine &= (det[col] == want).to_numpy(dtype=bool, na_value=False)
-    above = mine & (score >= min_score)
+    issue = _detection_issues(det)
+    malformed = mine & pd.notna(issue)
+    usable = mine & ~malformed
+    above = usable & (score >= min_score)
     known = np.isin(image_id, sel.index.to_numpy(dtype=np.int64))
-    keep = np.flatnonzero(above & known)
+    flagged = np.isin(image_id, np.fromiter(image_issue, np.int64, len(image_issue)))
+    on_flagged = above & known & flagged
+    keep = np.flatnonzero(above & known & ~flagged)
     keep = keep[np.lexsort((-score[keep], image_id[keep]))]
     unknown_ids = np.unique(image_id[above & ~known])
+
+    reasons = np.full(n_in, None, dtype=object)
+    reasons[malformed] = ["detection issue: " + str(i) for i in issue[malformed]]
+    reasons[on_flagged] = ["image issue: " + image_issue[i] for i in image_id[on_flagged].tolist()]
+    quarantined = np.flatnonzero(malformed | on_flagged)
 
     m = len(keep)
     boxes = bbox_array(det.iloc[keep]) if m else np.zeros((0, 4))
@@ -230,20 +250,72 @@ def attach_detections(
         m,
         COLUMNS,
     )
+    clean_images = sel.index.difference(pd.Index(list(image_issue), dtype=np.int64))
     out.attrs.update(
         {
             "detections_in": n_in,
             "attached": m,
             "other_dataset_or_split": int((~mine).sum()),
-            "below_min_score": int((mine & (score < min_score)).sum()),
+            "malformed": int(malformed.sum()),
+            "below_min_score": int((usable & ~above).sum()),
             "on_unknown_images": int((above & ~known).sum()),
+            "on_flagged_images": int(on_flagged.sum()),
             "unknown_image_ids": unknown_ids[:20].tolist(),
+            "quarantine_reasons": _top_reasons(reasons[quarantined].tolist()),
+            "quarantine_examples": [_example(det, i, reasons[i]) for i in quarantined[:20].tolist()],
             "images": len(sel),
-            "images_without_detections": int(len(sel) - len(np.unique(image_id[keep]))),
+            "flagged_images": len(image_issue),
+            "images_without_detections": int(len(clean_images) - len(np.unique(image_id[keep]))),
             "min_score": float(min_score),
         }
     )
+    accounted = sum(out.attrs[c] for c in ("attached", "other_dataset_or_split", "malformed", "below_min_score",
+                                           "on_unknown_images", "on_flagged_images"))  # fmt: skip
+    if accounted != n_in:
+        raise AssertionError(f"attach_detections accounted for {accounted} of {n_in} boxes")  # never expected
     return out
+
+
+def _detection_issues(det: pd.DataFrame) -> np.ndarray:
+    """The reader's ``issue`` of each box, else the schema's rule applied again (None: usable)."""
+    own = det["issue"].to_numpy(dtype=object, na_value=None) if "issue" in det.columns else np.full(len(det), None)
+    unchecked = np.flatnonzero(pd.isna(own))
+    if len(unchecked):
+        boxes = det["bbox"].to_numpy(dtype=object)[unchecked]
+        four = np.fromiter((np.size(b) == 4 for b in boxes), bool, len(boxes))
+        arr = np.full((len(boxes), 4), np.nan)
+        if four.any():
+            arr[four] = np.stack([np.asarray(b, np.float64).ravel() for b in boxes[four]])
+        own[unchecked] = detection_issues(arr, det["score"].to_numpy(np.float64)[unchecked])
+    return own
+
+
+def _image_issues(images: pd.DataFrame) -> dict[int, str]:
+    """Image id -> why its image cannot be used; an id with several rows is flagged by any of them."""
+    issue = images["issue"] if "issue" in images.columns else pd.Series(pd.NA, index=images.index, dtype="string")
+    width = images["width"].to_numpy(dtype=np.int64)
+    height = images["height"].to_numpy(dtype=np.int64)
+    has_issue = issue.notna().to_numpy(dtype=bool)
+    out: dict[int, str] = {}
+    for r in np.flatnonzero(has_issue | (width < 1) | (height < 1)).tolist():
+        text = str(issue.iat[r]) if has_issue[r] else f"image width/height {width[r]}x{height[r]} not positive"
+        out.setdefault(int(images["image_id"].iat[r]), text)
+    return out
+
+
+def _top_reasons(reasons: Sequence[str], top: int = 20) -> dict[str, int]:
+    """Reason -> boxes, most frequent first (ties by name, so reports are reproducible)."""
+    ranked = sorted(Counter(reasons).items(), key=lambda kv: (-kv[1], kv[0]))
+    out = dict(ranked[:top])
+    if len(ranked) > top:
+        out[f"{len(ranked) - top} other reasons"] = sum(c for _, c in ranked[top:])
+    return out
+
+
+def _example(det: pd.DataFrame, i: int, reason: str) -> str:
+    b = np.asarray(det["bbox"].iat[i], np.float64).ravel()
+    box = "[" + ", ".join(f"{v:g}" for v in b) + "]"
+    return f"row {i} (image {det['image_id'].iat[i]}, bbox {box}, score {float(det['score'].iat[i]):g}): {reason}"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -74,6 +74,7 @@ DETECTION_COLUMNS: tuple[Column, ...] = (
     Column("category_id", "int64"),
     Column("bbox", "array", doc="float64[4]: x, y, w, h"),
     Column("score", "float64"),
+    Column("issue", "string", nullable=True, doc="why the box is unusable (prepare counts it and never attaches it)"),
 )
 
 TABLES: dict[str, tuple[Column, ...]] = {"instances": COLUMNS, "images": IMAGE_COLUMNS, "detections": DETECTION_COLUMNS}
@@ -158,6 +159,31 @@ def keypoints_array(df: pd.DataFrame) -> np.ndarray:
     if len(lengths) != 1:
         raise SchemaError(f"rows mix skeletons (keypoint lengths {sorted(lengths)}); select one dataset first")
     return np.stack(df["keypoints"].to_numpy()).astype(np.float32).reshape(len(df), -1, 3)
+
+
+def detection_issues(bbox: np.ndarray, score: np.ndarray) -> list[str | None]:
+    """Why each detection (an (N, 4) box and a score) is unusable, None where it is usable.
+
+    One rule for the reader, which flags the rows, and for prepare, which re-checks tables
+    written without an ``issue`` column: a box of 4 finite numbers with width and height > 0
+    and a finite score.
+    """
+    bbox = np.asarray(bbox, np.float64).reshape(-1, 4)
+    score = np.asarray(score, np.float64)
+    finite = np.isfinite(bbox).all(axis=1)
+    empty = finite & (bbox[:, 2:] <= 0).any(axis=1)
+    bad_score = ~np.isfinite(score)
+    out: list[str | None] = [None] * len(score)
+    for i in np.flatnonzero(~finite | empty | bad_score):
+        msgs = []
+        if not finite[i]:
+            msgs.append("bbox is not 4 finite numbers")
+        elif empty[i]:
+            msgs.append("bbox width or height is not positive")
+        if bad_score[i]:
+            msgs.append("score is not a finite number")
+        out[i] = ISSUE_SEPARATOR.join(msgs)
+    return out
 
 
 def bbox_array(df: pd.DataFrame) -> np.ndarray:

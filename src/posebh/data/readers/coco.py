@@ -146,14 +146,21 @@ def float_column(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndar
     n = len(values)
     missing = np.fromiter((v is None for v in values), bool, n)
     if all(type(v) is float or type(v) is int for v in values):
-        return np.fromiter(values, np.float64, n), missing, np.zeros(n, bool)
+        try:
+            return np.fromiter(values, np.float64, n), missing, np.zeros(n, bool)
+        except OverflowError:  # a JSON integer beyond float range
+            pass
     out = np.full(n, np.nan)
     bad = np.zeros(n, bool)
     for i, v in enumerate(values):
         if v is None:
             continue
-        if type(v) in (int, float) and math.isfinite(v):
-            out[i] = v
+        try:
+            f = float(v) if type(v) in (int, float) else math.nan
+        except OverflowError:
+            f = math.nan
+        if math.isfinite(f):
+            out[i] = f
         else:
             bad[i] = True
     return out, missing, bad
