@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from posebh.data import codecs
 from posebh.models.prototypes import (
     KAPPA,
     MOMENTUM,
@@ -33,7 +34,9 @@ ZETA = 1e-3  # CSS
 CSS_CONF_THR = 0.25
 CSS_MATCH_DIST = 2.1
 CSS_SIGMA = 2.0
-DARK_KERNEL = 11
+DARK_KERNEL = codecs.DEFAULT_BLUR_KERNEL
+#: CSS clamps each DARK-UDP step component to this many heatmap pixels (evaluation does not).
+CSS_MAX_DARK_STEP = 1.0
 
 
 @dataclass(frozen=True)
@@ -136,67 +139,19 @@ def heatmap_peaks(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return loc, val
 
 
-def _gaussian_kernel1d(kernel: int, device: torch.device) -> torch.Tensor:
-    # OpenCV's sigma for a given kernel size when sigma = 0 (cv2.GaussianBlur(..., 0))
-    sigma = 0.3 * ((kernel - 1) * 0.5 - 1) + 0.8
-    r = torch.arange(kernel, device=device, dtype=torch.float32) - (kernel - 1) / 2
-    g = torch.exp(-(r**2) / (2 * sigma**2))
-    return g / g.sum()
-
-
-def _blur(heatmaps: torch.Tensor, kernel: int) -> torch.Tensor:
-    """Separable Gaussian blur with mirrored borders (OpenCV's default BORDER_REFLECT_101)."""
-    n, k, h, w = heatmaps.shape
-    pad = kernel // 2
-    g = _gaussian_kernel1d(kernel, heatmaps.device)
-    x = heatmaps.reshape(n * k, 1, h, w)
-    # reflect padding needs pad < size; tiny maps fall back to edge replication
-    mode_x = "reflect" if pad < w else "replicate"
-    mode_y = "reflect" if pad < h else "replicate"
-    x = F.conv2d(F.pad(x, (pad, pad, 0, 0), mode=mode_x), g.view(1, 1, 1, kernel))
-    x = F.conv2d(F.pad(x, (0, 0, pad, pad), mode=mode_y), g.view(1, 1, kernel, 1))
-    return x.view(n, k, h, w)
-
-
 @torch.no_grad()
 def dark_udp_refine(
     heatmaps: torch.Tensor, locations: torch.Tensor, kernel: int = DARK_KERNEL
 ) -> torch.Tensor:
-    """DARK-UDP sub-pixel refinement (mmpose ``post_dark_udp``), in torch.
+    """DARK-UDP sub-pixel refinement (mmpose ``post_dark_udp``) of the CSS pseudo-labels.
 
-    Blur (kernel ``kernel``, OpenCV sigma), clip to [1e-3, 50], log, then one Newton step from the
-    integer location with central differences on the edge-padded log map.
-    The step is clamped to +-1 px (safety; mmpose does not clamp: a larger step means the
-    quadratic model does not hold there).
+    :func:`posebh.data.codecs.dark_udp_refine` (the decoder's DARK-UDP: blur with the OpenCV
+    sigma of ``kernel``, clip to [1e-3, 50], log, one Newton step from the rounded location) with
+    the step clamped to +-``CSS_MAX_DARK_STEP`` px (safety; mmpose does not clamp: a larger step
+    means the quadratic model does not hold there). fp32, no gradient.
     """
     with fp32(heatmaps.device):
-        n, k, h, w = heatmaps.shape
-        logh = _blur(heatmaps.float(), kernel).clamp(1e-3, 50.0).log()
-        padded = F.pad(logh.reshape(n * k, 1, h, w), (1, 1, 1, 1), mode="replicate").view(n, k, h + 2, w + 2)
-        x = locations[..., 0].round().long().clamp(0, w - 1) + 1
-        y = locations[..., 1].round().long().clamp(0, h - 1) + 1
-        flat = padded.reshape(n, k, -1)
-
-        def at(dx: int, dy: int) -> torch.Tensor:
-            return flat.gather(2, ((y + dy) * (w + 2) + (x + dx)).unsqueeze(-1)).squeeze(-1)
-
-        i0 = at(0, 0)
-        ix1, ix1_ = at(1, 0), at(-1, 0)
-        iy1, iy1_ = at(0, 1), at(0, -1)
-        ix1y1, ix1_y1_ = at(1, 1), at(-1, -1)
-        dx = 0.5 * (ix1 - ix1_)
-        dy = 0.5 * (iy1 - iy1_)
-        dxx = ix1 - 2 * i0 + ix1_
-        dyy = iy1 - 2 * i0 + iy1_
-        dxy = 0.5 * (ix1y1 - ix1 - iy1 + 2 * i0 - ix1_ - iy1_ + ix1_y1_)
-        e = torch.finfo(torch.float32).eps
-        a, b, c = dxx + e, dxy, dyy + e
-        det = a * c - b * b
-        step_x = (c * dx - b * dy) / det
-        step_y = (a * dy - b * dx) / det
-        step = torch.stack([step_x, step_y], dim=-1)
-        step = torch.where(torch.isfinite(step), step, torch.zeros_like(step)).clamp(-1.0, 1.0)
-        return locations.float() - step
+        return codecs.dark_udp_refine(heatmaps, locations, kernel, max_step=CSS_MAX_DARK_STEP)
 
 
 @torch.no_grad()
@@ -208,27 +163,14 @@ def render_udp_gaussian(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """UDP Gaussian targets for locations already in heatmap pixels (n, K, 2), batched.
 
-    mmpose's ``_udp_generate_target`` with image size = heatmap size (stride 1): a Gaussian at
-    the sub-pixel location, cut to the (6 sigma + 1)^2 window around the rounded centre. Joints
-    whose window misses the map get weight 0. Rendered where weight > 0 (mmpose's v > 0.5 test is
-    for 0/1 visibilities; CSS weights are confidences). Returns (heatmaps (n, K, h, w), weights).
+    The UDP codec's rendering (:func:`posebh.data.codecs.gaussian_heatmaps`) at stride 1: a
+    Gaussian at the sub-pixel location, cut to the (2 floor(3 sigma) + 1)^2 window around the
+    rounded centre. Joints whose window misses the map (or whose location is not finite) get
+    weight 0. Rendered where weight > 0 (mmpose's v > 0.5 test is for 0/1 visibilities; CSS
+    weights are confidences). Returns (heatmaps (n, K, h, w), weights).
     """
-    w_, h_ = size
     with fp32(locations.device):
-        loc = locations.float()
-        tmp = int(3 * sigma)
-        mu = torch.floor(loc + 0.5)  # mmpose's int(x + 0.5); equal for x >= -0.5
-        inside = (mu[..., 0] - tmp < w_) & (mu[..., 1] - tmp < h_) & (mu[..., 0] + tmp + 1 >= 0) & (
-            mu[..., 1] + tmp + 1 >= 0
-        )
-        wt = weights.float() * inside.float()
-        xs = torch.arange(w_, device=loc.device, dtype=torch.float32)
-        ys = torch.arange(h_, device=loc.device, dtype=torch.float32)
-        gx = torch.exp(-((xs - loc[..., 0:1]) ** 2) / (2 * sigma**2)) * ((xs - mu[..., 0:1]).abs() <= tmp)
-        gy = torch.exp(-((ys - loc[..., 1:2]) ** 2) / (2 * sigma**2)) * ((ys - mu[..., 1:2]).abs() <= tmp)
-        hm = gy.unsqueeze(-1) * gx.unsqueeze(-2)  # (n, K, h, w)
-        hm = hm * (wt > 0).float()[..., None, None]
-        return hm, wt
+        return codecs.gaussian_heatmaps(locations, weights, size, sigma, subpixel=True)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -125,6 +125,17 @@ def test_quarter_shift_toward_higher_neighbour():
     assert expected[2] == [1, 30]  # x = 1 is not shifted in mmpose 0.x
 
 
+def _np_newton_step(blurred: np.ndarray, x0: int, y0: int) -> np.ndarray:
+    """DARK-UDP's step from a blurred map, in float64 from the definition: clip, log, edge-pad,
+    central differences at (x0, y0), one Newton step with the eps-regularised Hessian."""
+    lg = np.pad(np.log(np.clip(blurred, 0.001, 50)), 1, mode="edge")
+    f = lambda dx, dy: lg[y0 + 1 + dy, x0 + 1 + dx]  # noqa: E731
+    grad = np.array([(f(1, 0) - f(-1, 0)) / 2, (f(0, 1) - f(0, -1)) / 2])
+    dxy = (f(1, 1) - f(1, 0) - f(0, 1) + f(0, 0) - f(-1, 0) - f(0, -1) + f(-1, -1) + f(0, 0)) / 2  # noqa
+    hess = np.array([[f(1, 0) - 2 * f(0, 0) + f(-1, 0), dxy], [dxy, f(0, 1) - 2 * f(0, 0) + f(0, -1)]])
+    return np.linalg.solve(hess + np.finfo(np.float32).eps * np.eye(2), grad)
+
+
 def test_dark_refinement_independent_reference():
     """Compare with a float64 numpy DARK-UDP step written from the definition."""
     codec = _codec("udp")
@@ -144,12 +155,7 @@ def test_dark_refinement_independent_reference():
             m = maps[n, k].astype(np.float64)
             y0, x0 = np.unravel_index(m.argmax(), m.shape)
             blurred = correlate1d(correlate1d(m, g, axis=0, mode="mirror"), g, axis=1, mode="mirror")  # reflect-101
-            lg = np.pad(np.log(np.clip(blurred, 0.001, 50)), 1, mode="edge")
-            f = lambda dx, dy: lg[y0 + 1 + dy, x0 + 1 + dx]  # noqa: E731
-            grad = np.array([(f(1, 0) - f(-1, 0)) / 2, (f(0, 1) - f(0, -1)) / 2])
-            dxy = (f(1, 1) - f(1, 0) - f(0, 1) + f(0, 0) - f(-1, 0) - f(0, -1) + f(-1, -1) + f(0, 0)) / 2  # noqa
-            hess = np.array([[f(1, 0) - 2 * f(0, 0) + f(-1, 0), dxy], [dxy, f(0, 1) - 2 * f(0, 0) + f(0, -1)]])
-            expected = np.array([x0, y0]) - np.linalg.solve(hess + np.finfo(np.float32).eps * np.eye(2), grad)
+            expected = np.array([x0, y0]) - _np_newton_step(blurred, x0, y0)
             np.testing.assert_allclose(dec[n, k].numpy() / np.array(codec.stride), expected, atol=2e-4)
 
 
@@ -208,3 +214,25 @@ def test_msra_shifted_flip_back_stays_within_a_pixel():
     err, err0 = (back - kp)[..., 0].abs(), (no_shift - kp)[..., 0].abs()
     assert err.max() <= 4.0 + 1e-4  # one heatmap pixel
     assert err.mean() < err0.mean()  # the shift removes the (1 - 1/stride) pixel bias
+
+
+@pytest.mark.parametrize("h,w", [(4, 5), (3, 3), (6, 2), (2, 7)])
+def test_dark_step_on_maps_narrower_than_the_kernel_matches_opencv(h, w):
+    """Maps smaller than the 11-tap blur: the border reflects again, as cv2.GaussianBlur does."""
+    import cv2
+
+    from posebh.data.codecs import dark_udp_refine, dark_udp_step
+
+    rng = np.random.default_rng(10)
+    maps = rng.uniform(0.01, 1.0, size=(1, 2, h, w)).astype(np.float32)
+    xy = np.array([[[w // 2, h // 2], [w - 1, 0]]])
+    step = dark_udp_step(torch.from_numpy(maps), torch.from_numpy(xy[..., 0]), torch.from_numpy(xy[..., 1]))
+    for k in range(2):
+        blurred = cv2.GaussianBlur(maps[0, k].astype(np.float64), (11, 11), 0, borderType=cv2.BORDER_REFLECT_101)
+        expected = _np_newton_step(blurred, *xy[0, k])
+        np.testing.assert_allclose(step[0, k].numpy(), expected, rtol=1e-3, atol=1e-3)
+    # the location form: the step is taken at the rounded location and optionally clamped
+    loc = torch.from_numpy(xy).float() + 0.2
+    torch.testing.assert_close(dark_udp_refine(torch.from_numpy(maps), loc), loc - step)
+    clamped = dark_udp_refine(torch.from_numpy(maps), loc, max_step=0.5)
+    torch.testing.assert_close(clamped, loc - step.clamp(-0.5, 0.5))

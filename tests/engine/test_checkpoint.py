@@ -75,18 +75,43 @@ def test_code_carrying_pickle_is_refused(tmp_path, dump):
 
 
 def test_missing_empty_truncated(tmp_path):
-    with pytest.raises(CheckpointError, match="not found") as e:
+    with pytest.raises(CheckpointError, match="no such checkpoint file") as e:
         load_checkpoint(tmp_path / "nope.pt")
     assert "nope.pt" in str(e.value)
+    assert isinstance(e.value, FileNotFoundError)  # what model loading and the CLI catch
     (tmp_path / "empty.pt").write_bytes(b"")
-    with pytest.raises(CheckpointError, match="empty"):
+    with pytest.raises(CheckpointError, match="empty.pt: not a readable PyTorch checkpoint .*empty"):
         load_checkpoint(tmp_path / "empty.pt")
     good = save_checkpoint(tmp_path / "good.pt", state(1.0))
     cut = tmp_path / "cut.pt"
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match="truncated") as e:
+    with pytest.raises(CheckpointError, match="cut.pt: not a readable PyTorch checkpoint") as e:
         load_checkpoint(cut)
-    assert "cut.pt" in str(e.value)
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(CheckpointError, match="list.pt: expected a dict at the top level, found list"):
+        load_checkpoint(tmp_path / "list.pt")
+
+
+def test_engine_and_models_share_one_reader_and_one_error(tmp_path):
+    """One CheckpointError for both packages: a ValueError (model loading) and a RuntimeError (training)."""
+    from posebh.models import checkpoint_io
+    from posebh.models import checkpoints as model_checkpoints
+
+    assert CheckpointError is checkpoint_io.CheckpointError is model_checkpoints.CheckpointError
+    assert model_checkpoints.read_checkpoint is checkpoint_io.read_checkpoint
+    assert issubclass(CheckpointError, ValueError) and issubclass(CheckpointError, RuntimeError)
+    rng = np.random.default_rng(0)
+    junk = tmp_path / "junk.pt"
+    for size in (1, 3, 40, 700) * 10:  # random bytes: whatever torch's unpickler raises becomes one error
+        junk.write_bytes(rng.integers(0, 256, size, dtype=np.uint8).tobytes())
+        with pytest.raises(CheckpointError, match="junk.pt: not a readable PyTorch checkpoint"):
+            load_checkpoint(junk)
+    # every global torch refuses is named, whichever of its two messages it uses
+    evil = tmp_path / "evil.pt"
+    for obj, name in ((exec, "exec"), (np.array([None], dtype=object), "numpy"), (random.Random, "random.Random")):
+        torch.save({"x": obj}, evil)
+        with pytest.raises(CheckpointError, match=rf"evil.pt: refused: unpickling it would import {name}"):
+            model_checkpoints.read_checkpoint(evil)
 
 
 def test_non_plain_state_is_refused_before_writing(tmp_path):

@@ -482,3 +482,11 @@ def test_grid_inference_of_odd_position_embeddings():
     st["backbone.pos_embed"] = torch.zeros(1, 1 + 7, 192)
     with pytest.raises(CheckpointError, match="7 patch slots.*pass img_size"):
         load_official_vitpose_plus(st)
+
+
+def test_the_same_model_saves_to_the_same_bytes_under_any_name(tmp_path):
+    """Atomic saves go through randomly named temporaries; the bytes must not depend on the name."""
+    model = _perturbed_tiny(datasets=("coco",))
+    save_model(tmp_path / "a.pt", model)
+    save_model(tmp_path / "b" / "other_name.pt", model)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b" / "other_name.pt").read_bytes()

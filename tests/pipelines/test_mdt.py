@@ -17,9 +17,12 @@ import yaml
 
 from ._project import REPO_ROOT, copy_project, execute_notebook, project_env, run, tool
 
-#: One epoch per training stage, no progress bars; everything else as in conf/base.
+#: One epoch per training stage and per transfer comparison row (the PoseBH transfer rows keep the
+#: epochs their freeze/thaw events need), no progress bars; the rest as in conf/base.
+TRANSFER_VARIANTS = ("vitpose_finetune", "aic_init", "scratch")
 SHORT_SCHEDULE = ",".join([
-    "baseline.stage.epochs=1", "stage1.stage.epochs=1", "stage2.stage.epochs=1", "stage3.stage.epochs=1",
+    *(f"{stage}.stage.epochs=1" for stage in ("baseline", "stage1", "stage2", "stage3")),
+    *(f"{task}.variants.{v}.stage.epochs=1" for task in ("transfer_interhand", "transfer_3dpw") for v in TRANSFER_VARIANTS),
     "training.progress=false", "evaluate.progress=false",
 ])  # fmt: skip
 MDT_DATASETS = ("coco", "aic", "mpii", "ap10k", "apt36k", "coco_wholebody")

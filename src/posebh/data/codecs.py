@@ -16,6 +16,10 @@ its window does not touch the map (mmpose's exclusive-bound test keeps weight 1,
 for a window that ends one pixel left of / above the map; here every window that misses is 0).
 Rounding is round-half-up (floor(u + 0.5)); mmpose's int() truncates toward zero, which differs
 only for joints more than half a heatmap pixel left of / above the map.
+
+The rendering (:func:`gaussian_heatmaps`) and DARK-UDP (:func:`dark_udp_step`,
+:func:`dark_udp_refine`) also work on their own in heatmap pixels: the CSS pseudo-labels of
+``posebh.losses`` use them.
 """
 
 from __future__ import annotations
@@ -50,6 +54,135 @@ def opencv_gaussian_sigma(kernel: int) -> float:
     return 0.3 * ((kernel - 1) * 0.5 - 1.0) + 0.8
 
 
+def window_radius(sigma: float) -> int:
+    """Half-width floor(3 sigma) of the square window a Gaussian target is cut to."""
+    return int(math.floor(WINDOW_SIGMAS * float(sigma)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Rendering and DARK-UDP in heatmap pixels (the codec below adds the input <-> heatmap stride)
+# ----------------------------------------------------------------------------------------------
+
+
+def gaussian_heatmaps(
+    centres: torch.Tensor,
+    visible: torch.Tensor,
+    heatmap_size: tuple[int, int],
+    sigma: float,
+    *,
+    subpixel: bool,
+    out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Targets (N, K, h, w) float32 and weights (N, K) for centres (N, K, 2) in heatmap pixels.
+
+    ``subpixel=True`` (UDP) puts the peak at the centre itself, ``False`` (MSRA) at the rounded
+    centre; either way the map is cut to the window of radius floor(3 sigma) around the rounded
+    centre. A map is rendered where ``visible > 0``; the weight is ``visible`` (any real value,
+    e.g. a pseudo-label confidence) times "window touches the map" times "centre is finite".
+    ``out`` (a float32 (N, K, h, w) tensor on the same device) is overwritten and returned.
+    """
+    w, h = int(heatmap_size[0]), int(heatmap_size[1])
+    mu = centres.to(torch.float32)
+    vis = visible.to(device=mu.device, dtype=torch.float32)
+    finite = torch.isfinite(mu).all(-1)
+    mu = torch.where(finite[..., None], mu, torch.zeros_like(mu)).clamp(-1e6, 1e6)
+    centre = torch.floor(mu + 0.5)
+    r = window_radius(sigma)
+    cx, cy = centre[..., 0], centre[..., 1]
+    touches = (cx + r >= 0) & (cx - r <= w - 1) & (cy + r >= 0) & (cy - r <= h - 1)
+    ok = finite & touches
+    weights = vis * ok
+    peak = mu if subpixel else centre
+    xs = torch.arange(w, device=mu.device, dtype=torch.float32)
+    ys = torch.arange(h, device=mu.device, dtype=torch.float32)
+    gx = _axis_profile(xs, peak[..., 0], centre[..., 0], float(sigma), r)
+    gy = _axis_profile(ys, peak[..., 1], centre[..., 1], float(sigma), r)
+    draw = (ok & (vis > 0)).to(torch.float32)
+    heatmaps = torch.mul((gy * draw[..., None])[..., :, None], gx[..., None, :], out=out)
+    return heatmaps, weights
+
+
+def _axis_profile(grid: torch.Tensor, peak: torch.Tensor, centre: torch.Tensor, sigma: float, radius: int) -> torch.Tensor:
+    """exp(-(t - peak)^2 / 2 sigma^2) on the grid, zero beyond the window around ``centre``.
+
+    The 2-D Gaussian and the square window both factor over x and y, so the map is the
+    outer product of two of these (N, K, L) profiles.
+    """
+    d = grid - peak[..., None]
+    g = torch.exp(-(d * d) / (2.0 * sigma**2))
+    return g * ((grid - centre[..., None]).abs() <= radius)
+
+
+def _blur_taps(kernel: int, device: torch.device) -> torch.Tensor:
+    t = torch.arange(kernel, device=device, dtype=torch.float32) - (kernel - 1) / 2
+    g = torch.exp(-(t * t) / (2.0 * opencv_gaussian_sigma(kernel) ** 2))
+    return g / g.sum()
+
+
+def dark_udp_step(
+    heatmaps: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kernel: int = DEFAULT_BLUR_KERNEL
+) -> torch.Tensor:
+    """DARK-UDP's Newton step H^-1 g (N, K, 2) at integer pixels ``x``, ``y`` (N, K) of the maps.
+
+    The refined location is (x, y) minus this step (mmpose's ``post_dark_udp``; not clamped;
+    non-finite steps are 0). Equals blurring the whole map as ``cv2.GaussianBlur(hm, (k, k), 0)``
+    (reflect-101 border, repeated on maps narrower than the kernel as OpenCV does), clipping,
+    taking the log, padding it by replication and differencing around (x, y), but blurs only at
+    the 3x3 pixels the differences read: O(k w) work per joint, not O(k h w).
+    """
+    if kernel % 2 != 1:
+        raise ValueError("blur kernel must be odd")
+    hm = heatmaps.detach().to(torch.float32)
+    n, k, h, w = hm.shape
+    x, y = x.to(hm.device).long(), y.to(hm.device).long()
+    g = _blur_taps(kernel, hm.device)
+    half = torch.arange(kernel, device=hm.device) - (kernel - 1) // 2
+    step3 = torch.arange(-1, 2, device=hm.device)
+    cy = (y[..., None] + step3).clamp(0, h - 1)
+    cx = (x[..., None] + step3).clamp(0, w - 1)
+    rows = _reflect101(cy[..., None] + half, h).reshape(n, k, 3 * kernel)
+    cols = _reflect101(cx[..., None] + half, w).reshape(n, k, 3 * kernel)
+    strips = hm.gather(2, rows[..., None].expand(n, k, 3 * kernel, w))
+    vertical = (strips.view(n, k, 3, kernel, w) * g[:, None]).sum(3)
+    points = vertical.gather(3, cols[:, :, None, :].expand(n, k, 3, 3 * kernel))
+    logm = torch.log((points.view(n, k, 3, 3, kernel) * g).sum(-1).clamp(*DARK_CLIP))
+
+    def at(dx: int, dy: int) -> torch.Tensor:
+        return logm[..., 1 + dy, 1 + dx]
+
+    f0, fx1, fx_1, fy1, fy_1, f11, f_1_1 = at(0, 0), at(1, 0), at(-1, 0), at(0, 1), at(0, -1), at(1, 1), at(-1, -1)
+    gx, gy = 0.5 * (fx1 - fx_1), 0.5 * (fy1 - fy_1)
+    hxx = fx1 - 2.0 * f0 + fx_1 + DARK_EPS
+    hyy = fy1 - 2.0 * f0 + fy_1 + DARK_EPS
+    # f(1,1) + f(-1,-1) - f(1,0) - f(-1,0) - f(0,1) - f(0,-1) + 2 f = 2 f_xy + O(h^4)
+    hxy = 0.5 * (f11 + f_1_1 - fx1 - fx_1 - fy1 - fy_1 + 2.0 * f0)
+    det = hxx * hyy - hxy * hxy
+    step = torch.stack([(hyy * gx - hxy * gy) / det, (hxx * gy - hxy * gx) / det], dim=-1)
+    return torch.where(torch.isfinite(step), step, torch.zeros_like(step))
+
+
+def dark_udp_refine(
+    heatmaps: torch.Tensor,
+    locations: torch.Tensor,
+    kernel: int = DEFAULT_BLUR_KERNEL,
+    *,
+    max_step: float | None = None,
+) -> torch.Tensor:
+    """``locations`` (N, K, 2) in heatmap pixels (x, y) moved by one DARK-UDP step (float32).
+
+    The step (:func:`dark_udp_step`) is taken at the rounded location, clamped into the map.
+    ``max_step`` clamps each component of the step (mmpose does not clamp, nor does
+    :meth:`HeatmapCodec.decode`; a larger step means the quadratic model does not hold there).
+    """
+    n, k, h, w = heatmaps.shape
+    x = locations[..., 0].round().long().clamp(0, w - 1)
+    y = locations[..., 1].round().long().clamp(0, h - 1)
+    step = dark_udp_step(heatmaps, x, y, kernel).to(locations.device)
+    if max_step is not None:
+        step = step.clamp(-max_step, max_step)
+    return locations.detach().float() - step
+
+
 class HeatmapCodec:
     """Encode keypoints (input pixels) to heatmaps and decode heatmaps back to input pixels."""
 
@@ -75,7 +208,7 @@ class HeatmapCodec:
         self.kind: Kind = kind
         self.refine: Refine = refine
         self.blur_kernel = int(blur_kernel)
-        self.radius = int(math.floor(WINDOW_SIGMAS * self.sigma))
+        self.radius = window_radius(self.sigma)
         (iw, ih), (hw, hh) = self.input_size, self.heatmap_size
         if kind == "udp":
             self.stride = ((iw - 1.0) / (hw - 1.0), (ih - 1.0) / (hh - 1.0))
@@ -110,36 +243,8 @@ class HeatmapCodec:
         ``out`` (a float32 (N, K, h, w) tensor on the same device) is overwritten and returned: on
         a CPU, reusing it saves the page faults of a fresh allocation, most of the cost there.
         """
-        w, h = self.heatmap_size
-        kp = keypoints.to(torch.float32)
-        vis = visible.to(device=kp.device, dtype=torch.float32)
-        mu = self.to_heatmap(kp)
-        finite = torch.isfinite(mu).all(-1)
-        mu = torch.where(finite[..., None], mu, torch.zeros_like(mu)).clamp(-1e6, 1e6)
-        centre = torch.floor(mu + 0.5)
-        r = self.radius
-        cx, cy = centre[..., 0], centre[..., 1]
-        touches = (cx + r >= 0) & (cx - r <= w - 1) & (cy + r >= 0) & (cy - r <= h - 1)
-        ok = finite & touches
-        weights = vis * ok
-        peak = mu if self.kind == "udp" else centre
-        xs = torch.arange(w, device=kp.device, dtype=torch.float32)
-        ys = torch.arange(h, device=kp.device, dtype=torch.float32)
-        gx = self._axis_profile(xs, peak[..., 0], centre[..., 0])
-        gy = self._axis_profile(ys, peak[..., 1], centre[..., 1])
-        draw = (ok & (vis > 0)).to(torch.float32)
-        heatmaps = torch.mul((gy * draw[..., None])[..., :, None], gx[..., None, :], out=out)
-        return heatmaps, weights
-
-    def _axis_profile(self, grid: torch.Tensor, peak: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
-        """exp(-(t - peak)^2 / 2 sigma^2) on the grid, zero beyond the window around ``centre``.
-
-        The 2-D Gaussian and the square window both factor over x and y, so the map is the
-        outer product of two of these (N, K, L) profiles.
-        """
-        d = grid - peak[..., None]
-        g = torch.exp(-(d * d) / (2.0 * self.sigma**2))
-        return g * ((grid - centre[..., None]).abs() <= self.radius)
+        mu = self.to_heatmap(keypoints.to(torch.float32))
+        return gaussian_heatmaps(mu, visible, self.heatmap_size, self.sigma, subpixel=self.kind == "udp", out=out)
 
     # --- decode ----------------------------------------------------------------------------
 
@@ -158,7 +263,7 @@ class HeatmapCodec:
         if refine == "shift":
             coords = coords + self._quarter_shift(flat, x, y, w, h)
         elif refine == "dark":
-            coords = coords - self._dark_step(hm, x, y)
+            coords = coords - dark_udp_step(hm, x, y, self.blur_kernel)
         elif refine != "none":
             raise ValueError(f"unknown refinement {refine!r}")
         coords = torch.where((scores > 0)[..., None], coords, torch.full_like(coords, -1.0))
@@ -178,52 +283,13 @@ class HeatmapCodec:
         diff = torch.stack([at(1) - at(-1), at(w) - at(-w)], dim=-1)
         return SHIFT_STEP * torch.sign(diff) * inner[..., None]
 
-    def _blur_taps(self, device: torch.device) -> torch.Tensor:
-        k = self.blur_kernel
-        t = torch.arange(k, device=device, dtype=torch.float32) - (k - 1) / 2
-        g = torch.exp(-(t * t) / (2.0 * opencv_gaussian_sigma(k) ** 2))
-        return g / g.sum()
-
-    def _dark_step(self, hm: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """DARK-UDP's Newton step H^-1 g at the argmax, from central differences of log(blur(hm)).
-
-        Equals blurring the whole map as ``cv2.GaussianBlur(hm, (k, k), 0)`` (reflect-101 border),
-        clipping, taking the log, padding it by replication and differencing around the argmax,
-        but blurs only at the 3x3 pixels the differences read: O(k w) work per joint, not O(k h w).
-        """
-        n, k, h, w = hm.shape
-        g = self._blur_taps(hm.device)
-        taps = len(g)
-        if (taps - 1) // 2 >= min(h, w):
-            raise ValueError(f"blur kernel {taps} is too large for {w}x{h} heatmaps")
-        half = torch.arange(taps, device=hm.device) - (taps - 1) // 2
-        step3 = torch.arange(-1, 2, device=hm.device)
-        cy = (y[..., None] + step3).clamp(0, h - 1)
-        cx = (x[..., None] + step3).clamp(0, w - 1)
-        rows = _reflect101(cy[..., None] + half, h).reshape(n, k, 3 * taps)
-        cols = _reflect101(cx[..., None] + half, w).reshape(n, k, 3 * taps)
-        strips = hm.gather(2, rows[..., None].expand(n, k, 3 * taps, w))
-        vertical = (strips.view(n, k, 3, taps, w) * g[:, None]).sum(3)
-        points = vertical.gather(3, cols[:, :, None, :].expand(n, k, 3, 3 * taps))
-        logm = torch.log((points.view(n, k, 3, 3, taps) * g).sum(-1).clamp(*DARK_CLIP))
-
-        def at(dx: int, dy: int) -> torch.Tensor:
-            return logm[..., 1 + dy, 1 + dx]
-
-        f0, fx1, fx_1, fy1, fy_1, f11, f_1_1 = at(0, 0), at(1, 0), at(-1, 0), at(0, 1), at(0, -1), at(1, 1), at(-1, -1)
-        gx, gy = 0.5 * (fx1 - fx_1), 0.5 * (fy1 - fy_1)
-        hxx = fx1 - 2.0 * f0 + fx_1 + DARK_EPS
-        hyy = fy1 - 2.0 * f0 + fy_1 + DARK_EPS
-        # f(1,1) + f(-1,-1) - f(1,0) - f(-1,0) - f(0,1) - f(0,-1) + 2 f = 2 f_xy + O(h^4)
-        hxy = 0.5 * (f11 + f_1_1 - fx1 - fx_1 - fy1 - fy_1 + 2.0 * f0)
-        det = hxx * hyy - hxy * hxy
-        step = torch.stack([(hyy * gx - hxy * gy) / det, (hxx * gy - hxy * gx) / det], dim=-1)
-        return torch.where(torch.isfinite(step), step, torch.zeros_like(step))
-
 
 def _reflect101(index: torch.Tensor, size: int) -> torch.Tensor:
-    """OpenCV's BORDER_REFLECT_101 (2 1 | 0 1 2 ... n-1 | n-2 n-3) for offsets smaller than ``size``."""
-    r = index.abs()
+    """OpenCV's BORDER_REFLECT_101 (2 1 | 0 1 2 ... n-1 | n-2 n-3), reflected again as often as the
+    offset needs (OpenCV's ``borderInterpolate``: period 2 (n - 1); a 1-pixel axis reads pixel 0)."""
+    if size == 1:
+        return torch.zeros_like(index)
+    r = index.abs() % (2 * (size - 1))
     return (size - 1) - ((size - 1) - r).abs()
 
 

@@ -2,8 +2,9 @@
 
 Writing goes to a temporary file in the target folder, is fsynced and renamed over the target
 (``os.replace`` is atomic on POSIX), then the folder is fsynced: a save killed at any moment
-leaves the previous checkpoint intact. Reading uses ``torch.load(weights_only=True)``, which only
-rebuilds tensors and plain containers, so a tampered file is refused instead of run. To keep every
+leaves the previous checkpoint intact. Reading uses ``torch.load(weights_only=True)``
+(:func:`posebh.models.checkpoint_io.read_checkpoint`, the reader model loading uses too), which
+only rebuilds tensors and plain containers, so a tampered file is refused instead of run. To keep every
 checkpoint loadable that way, :func:`save_checkpoint` first checks that the state holds only
 tensors, numbers, strings, None, lists/tuples and dicts; RNG states are stored as tensors
 (:func:`rng_state`).
@@ -11,7 +12,6 @@ tensors, numbers, strings, None, lists/tuples and dicts; RNG states are stored a
 
 from __future__ import annotations
 
-import pickle
 import random
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -21,19 +21,11 @@ import numpy as np
 import torch
 
 from posebh.atomic import atomic_file
+from posebh.models.checkpoint_io import CheckpointError, checkpoint_bytes, read_checkpoint
 
 #: the rolling checkpoint a stage resumes from
 CHECKPOINT_NAME = "checkpoint.pt"
 _PLAIN_SCALARS = (bool, int, float, str, bytes, type(None), torch.dtype, torch.Size, torch.device)
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, unreadable, truncated or carries code; names the file."""
-
-    def __init__(self, path: str | Path, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
 
 
 def check_plain(obj: Any, where: str = "state") -> None:
@@ -66,32 +58,20 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any], *, writer: Calla
     """Check ``state`` is plain (see :func:`check_plain`) and write it atomically; returns the path."""
     check_plain(state)
     path = Path(path)
-    write = writer or (lambda obj, f: torch.save(obj, f))
+    write = writer or (lambda obj, f: f.write(checkpoint_bytes(obj)))
     with atomic_file(path, "wb") as f:
         write(dict(state), f)
     return path
 
 
 def load_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; :class:`CheckpointError` names the file and why."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(path, "checkpoint not found")
-    if path.stat().st_size == 0:
-        raise CheckpointError(path, "checkpoint is empty (an interrupted copy?)")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        msg = str(e)
-        if "weights only" in msg.lower() or "weights_only" in msg.lower():
-            first = next((ln.strip() for ln in msg.splitlines() if "GLOBAL" in ln or "Unsupported" in ln), msg.splitlines()[0])
-            first = first.split(" Please use")[0]  # torch's advice to allow-list the global is not ours to give
-            raise CheckpointError(path, f"refused: the file holds objects other than tensors and plain containers, "
-                                        f"so it could run code when loaded ({first})") from None
-        raise CheckpointError(path, f"unreadable or truncated checkpoint ({msg.splitlines()[0] if msg else type(e).__name__})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(path, f"unreadable or truncated checkpoint ({msg})") from None
+    """Read a training checkpoint (a dict) with ``weights_only=True``.
+
+    :class:`CheckpointError` names the file and why (see
+    :func:`posebh.models.checkpoint_io.read_checkpoint`; a missing file raises its
+    ``CheckpointNotFoundError``, also a FileNotFoundError).
+    """
+    state = read_checkpoint(path, map_location=map_location)
     if not isinstance(state, dict):
         raise CheckpointError(path, f"expected a dict at the top level, found {type(state).__name__}")
     return state

@@ -26,7 +26,6 @@ correction is one line in :data:`STATIC_PREFIXES` or :func:`official_head_prefix
 from __future__ import annotations
 
 import math
-import pickle
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from torch import Tensor, nn
 
 from posebh import skeletons
 from posebh.atomic import atomic_file
+from posebh.models.checkpoint_io import CheckpointError, checkpoint_bytes, read_checkpoint
 from posebh.models.posebh import ModelConfig, PoseBH, build_model
 from posebh.models.vit_moe import PATCH_SIZE, SIZES, ViT, ViTMoE, grid_size, resize_pos_embed, spec
 
@@ -111,15 +111,6 @@ def ours_to_official(key: str, datasets: Sequence[str]) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message names the file and the problem."""
-
-    def __init__(self, source: str | Path, problem: str):
-        self.source = str(source)
-        self.problem = problem
-        super().__init__(f"{self.source}: {problem}")
-
-
 def _listing(keys: Sequence[str], limit: int = 8) -> str:
     keys = list(keys)
     more = f" ... (+{len(keys) - limit} more)" if len(keys) > limit else ""
@@ -169,41 +160,14 @@ class LoadReport:
 
 
 # ----------------------------------------------------------------------------------------------
-# Reading and writing files
+# Reading and writing files (reading: posebh.models.checkpoint_io.read_checkpoint, re-exported here)
 # ----------------------------------------------------------------------------------------------
-
-
-#: How torch's weights-only unpickler names a global it refuses to import.
-_UNSAFE_GLOBAL = re.compile(r"unsupported GLOBAL (\S+)", re.IGNORECASE)
-
-
-def read_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> Any:
-    """``torch.load(weights_only=True)`` with errors that name the file: missing, not a checkpoint,
-    or refused because unpickling it would run code."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        text = str(e)
-        unsafe = _UNSAFE_GLOBAL.search(text)
-        if unsafe:
-            raise CheckpointError(path, f"refused: unpickling it would import {unsafe[1]} (only tensors and plain "
-                                        "types are loaded, weights_only=True)") from None
-        detail = next((line.strip() for line in text.splitlines() if line.strip().startswith("Unsupported")),
-                      type(e).__name__)
-        raise CheckpointError(path, f"not a readable PyTorch checkpoint (weights-only unpickler: {detail})") from None
-    except Exception as e:  # torch's unpickler raises whatever arbitrary bytes provoke (AssertionError, KeyError, ...)
-        raise CheckpointError(path, f"not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
-
-
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` atomically: a crash never leaves a half-written checkpoint under the final name."""
     with atomic_file(path, "wb") as f:
-        torch.save(obj, f)
+        f.write(checkpoint_bytes(obj))
     return Path(path)
 
 

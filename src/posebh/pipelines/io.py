@@ -105,17 +105,17 @@ class TorchDataset(_LocalFileDataset):
     so a file from elsewhere can never execute code."""
 
     def _read(self, path):
-        import torch
+        from posebh.models.checkpoint_io import CheckpointError, read_checkpoint
 
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
-            raise DatasetError(f"{path}: not a loadable weights-only checkpoint ({e.__class__.__name__}: {e})") from e
+            return read_checkpoint(path)
+        except CheckpointError as e:
+            raise DatasetError(str(e)) from None
 
     def _write(self, data, path):
-        import torch
+        from posebh.models.checkpoint_io import checkpoint_bytes
 
-        torch.save(data, path)
+        Path(path).write_bytes(checkpoint_bytes(data))
 
 
 class CSVDataset(_LocalFileDataset):
