@@ -76,7 +76,7 @@ def test_the_report_shows_heatmap_and_sar_rows_side_by_side(clones):
     assert [ln.split("|")[2].strip() for ln in lines] == ["heatmap", "heatmap", "SAR"], section
     assert (report / "report.html").stat().st_size > 0
     index = json.loads((clones[0] / "data/08_reporting/report_index.json").read_text())
-    assert all((clones[0] / "data/08_reporting/report" / f).exists() for f in index["files"])
+    assert index["files"] and all((clones[0] / f).is_file() for f in index["files"])
 
 
 @pytest.mark.slow
