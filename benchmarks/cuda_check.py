@@ -189,38 +189,12 @@ def _op_log(needles=("scaled_dot_product",)):
 
 def make_stage_run(size: str, stage_name: str, samples, batch: int, seed: int, out_dir: Path, *, device,
                    amp: str | None = None, objective: dict | None = None):
-    """A trainer ``_StageRun`` on ``device`` at the start of epoch 0 (the stage's freeze state applied).
+    """``train_throughput.make_run`` on ``device``: ``amp`` overrides the stage's (None keeps the
+    config's, bf16 for every demo stage); ``objective`` overrides objective settings (the quick run
+    lowers ``cps_iters``)."""
+    from train_throughput import make_run
 
-    ``amp`` overrides the stage's ``amp`` (None keeps the config's, bf16 for every demo stage);
-    ``objective`` overrides objective settings (the quick run lowers ``cps_iters``).
-    """
-    import copy
-
-    import torch
-
-    from posebh.data.topdown import collate
-    from posebh.engine.objective import ObjectiveConfig, PoseBHObjective
-    from posebh.engine.stages import StageSpec
-    from posebh.engine.trainer import _StageRun
-    from posebh.models.posebh import ModelConfig, PoseBH
-    from train_throughput import _Samples, _yaml
-
-    model_yml = _yaml("model")
-    torch.manual_seed(seed)
-    net = PoseBH(ModelConfig.from_dict(dict(model_yml["model"], size=size)))
-    obj_cfg = ObjectiveConfig.from_dict(dict(copy.deepcopy(model_yml["objective"]), **(objective or {})))
-    obj = PoseBHObjective(obj_cfg, datasets=net.datasets, input_wh=net.config.input_wh, heatmap_wh=net.config.heatmap_wh)
-    stage = dict(_yaml(stage_name)[stage_name]["stage"], batch_size=batch, warmup_iters=0, lr_steps=[])
-    if amp is not None:
-        stage["amp"] = amp
-    spec = StageSpec.from_dict(stage)
-    run = _StageRun(net, obj, _Samples(samples), spec, out_dir=out_dir, device=device, num_workers=0, progress=False,
-                    dataset_sizes=None, collate_fn=collate, pin_memory=False)
-    run.objective.start_stage(run.model, spec, 0)
-    run.objective.start_epoch(run.model, spec, 0)
-    run._sync_trainable()
-    run.model.train()
-    return run
+    return make_run(size, stage_name, samples, batch, seed, out_dir, device=device, amp=amp, objective=objective)
 
 
 def take_step(run, batch, device) -> dict:

@@ -100,8 +100,11 @@ class _Samples:
         return self.samples[i]
 
 
-def make_run(size: str, stage_name: str, samples, batch: int, seed: int, out_dir: Path, masked: bool = False):
-    """A trainer stage run positioned at the start of epoch 0 (the stage's freeze state applied)."""
+def make_run(size: str, stage_name: str, samples, batch: int, seed: int, out_dir: Path, masked: bool = False, *,
+             device="cpu", amp: str | None = None, objective: dict | None = None):
+    """A trainer stage run on ``device`` positioned at the start of epoch 0 (the stage's freeze state
+    applied). ``amp`` overrides the stage's (None keeps the config's); ``objective`` overrides
+    objective settings; ``masked`` runs every expert on every sample (ViTPose++)."""
     import torch
 
     from posebh.data.topdown import collate
@@ -110,16 +113,18 @@ def make_run(size: str, stage_name: str, samples, batch: int, seed: int, out_dir
     from posebh.engine.trainer import _StageRun
     from posebh.models.posebh import ModelConfig, PoseBH
 
-    model_cfg = dict(_yaml("model")["model"], size=size)
+    model_yml = _yaml("model")
     torch.manual_seed(seed)
-    net = PoseBH(ModelConfig.from_dict(model_cfg))
+    net = PoseBH(ModelConfig.from_dict(dict(model_yml["model"], size=size)))
     if masked:
         net.backbone.routing = "masked"
-    obj_cfg = ObjectiveConfig.from_dict(copy.deepcopy(_yaml("model")["objective"]))
+    obj_cfg = ObjectiveConfig.from_dict(dict(copy.deepcopy(model_yml["objective"]), **(objective or {})))
     obj = PoseBHObjective(obj_cfg, datasets=net.datasets, input_wh=net.config.input_wh, heatmap_wh=net.config.heatmap_wh)
     stage = dict(_yaml(stage_name)[stage_name]["stage"], batch_size=batch, warmup_iters=0, lr_steps=[])
+    if amp is not None:
+        stage["amp"] = amp
     spec = StageSpec.from_dict(stage)
-    run = _StageRun(net, obj, _Samples(samples), spec, out_dir=out_dir, device="cpu", num_workers=0, progress=False,
+    run = _StageRun(net, obj, _Samples(samples), spec, out_dir=out_dir, device=device, num_workers=0, progress=False,
                     dataset_sizes=None, collate_fn=collate, pin_memory=False)
     run.objective.start_stage(run.model, spec, 0)
     run.objective.start_epoch(run.model, spec, 0)

@@ -122,12 +122,13 @@ class MultiHead(nn.ModuleDict):
     def names(self) -> list[str]:
         return list(self.keys())
 
-    def forward(self, features: Tensor, names: Iterable[str] | Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def forward(self, features: Tensor, names: Iterable[str] | Mapping[str, Tensor], **head_kwargs) -> dict[str, Tensor]:
+        """``head_kwargs`` go to every head run (``heatmap_only`` for SAR heads)."""
         if isinstance(names, str):
             raise TypeError("names must be a sequence or mapping of head names, not a string")
         unknown = [n for n in names if n not in self]
         if unknown:
             raise KeyError(f"no head for {unknown}; heads: {self.names}")
         if isinstance(names, Mapping):
-            return {n: self[n](features[idx]) for n, idx in names.items()}
-        return {n: self[n](features) for n in names}
+            return {n: self[n](features[idx], **head_kwargs) for n, idx in names.items()}
+        return {n: self[n](features, **head_kwargs) for n in names}

@@ -12,14 +12,14 @@ The three 1x1 convs run in fp32 even under autocast: offsets are fractions of th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from posebh.data.sar_codec import SAROutput, focal_prior_bias
-from posebh.models.heads import DECONV_CHANNELS, NUM_DECONV, _init_head, deconv_stack
+from posebh.models.heads import DECONV_CHANNELS, NUM_DECONV, MultiHead, _init_head, deconv_stack
 from posebh.models.prototypes import fp32
 
 #: The reference's focal prior for the confidence and heatmap logits (bias -ln 99).
@@ -64,32 +64,18 @@ class SARHead(nn.Module):
         return SAROutput(logits, offsets, heatmap)
 
 
-class MultiSARHead(nn.ModuleDict):
+class MultiSARHead(MultiHead):
     """One :class:`SARHead` per dataset, keyed by dataset name: :class:`~posebh.models.heads.MultiHead`'s
     API (a sequence of names runs each head on the whole batch; a mapping ``name -> sample indices``
-    runs each head on its own samples only) with :class:`SAROutput` values."""
+    runs each head on its own samples only; ``heatmap_only=True`` passes on) with :class:`SAROutput` values."""
 
     def __init__(self, in_channels: int, num_keypoints: Mapping[str, int], deconv_channels: int = DECONV_CHANNELS,
                  num_deconv: int = NUM_DECONV, with_heatmap: bool = True):
-        super().__init__(
+        nn.ModuleDict.__init__(
+            self,
             {name: SARHead(in_channels, k, deconv_channels, num_deconv, with_heatmap)
-             for name, k in num_keypoints.items()}
+             for name, k in num_keypoints.items()},
         )
-
-    @property
-    def names(self) -> list[str]:
-        return list(self.keys())
-
-    def forward(self, features: Tensor, names: Iterable[str] | Mapping[str, Tensor], *,
-                heatmap_only: bool = False) -> dict[str, SAROutput]:
-        if isinstance(names, str):
-            raise TypeError("names must be a sequence or mapping of head names, not a string")
-        unknown = [n for n in names if n not in self]
-        if unknown:
-            raise KeyError(f"no head for {unknown}; heads: {self.names}")
-        if isinstance(names, Mapping):
-            return {n: self[n](features[idx], heatmap_only=heatmap_only) for n, idx in names.items()}
-        return {n: self[n](features, heatmap_only=heatmap_only) for n in names}
 
 
 def head_cost(head: nn.Module, in_channels: int, token_hw: tuple[int, int]) -> dict[str, float]:
