@@ -1,12 +1,13 @@
-"""Names of the evaluated rows: the compared pair, per keypoint head (``posebh``, ``baseline_sar``)."""
+"""Names of the evaluated rows: the compared pair, per keypoint head (``posebh``, ``baseline_sar``);
+the default head's rows carry no suffix, other heads append ``_<head>``."""
 
 from __future__ import annotations
+
+from posebh.models import DEFAULT_HEAD
 
 BASELINE = "baseline"
 METHOD = "posebh"
 PAIR = (BASELINE, METHOD)
-#: The head whose rows carry no suffix; other heads append ``_<head>``.
-DEFAULT_HEAD = "heatmap"
 
 
 def split_row(row: str) -> tuple[str, str]:

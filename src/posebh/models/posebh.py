@@ -20,14 +20,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from posebh import skeletons
+from posebh.models import DEFAULT_HEAD, HEADS
 from posebh.models.heads import KeypointEmbedding, MultiHead
 from posebh.models.prototypes import EMBED_DIM, PROTOTYPES_PER_KEYPOINT, Prototypes
 from posebh.models.sar import MultiSARHead
 from posebh.models.vit_moe import build_backbone, spec
 
 #: keypoint head types: per-dataset heatmap heads (ViTPose++) or SAR heads
-HEADS: tuple[str, ...] = ("heatmap", "sar")
-DEFAULT_HEAD = "heatmap"
 
 @dataclass(frozen=True)
 class ModelConfig:

@@ -30,7 +30,7 @@ def evaluate(
     tables = {"instances": instances, "detections": detections}
     device = resolve_device(params.get("device", "auto"))
     rows, preds, head_cost = {}, [], {}
-    testdev = {"results": [], "zip": b""}
+    testdev_row, testdev_results, testdev_zip = METHOD, [], b""
     for base, models in ((BASELINE, baseline), (METHOD, posebh), (BASELINE, other_head)):
         reference = models["coco"] if "coco" in models else next(iter(models.values()))  # one head's cost
         head_cost.setdefault(reference.head_kind, reference.head_cost())
@@ -44,14 +44,14 @@ def evaluate(
         for key, p in predictions.items():
             preds.append(p.assign(row=row, target=key))
         if base == METHOD and "coco/test-dev" in predictions:
-            testdev["results"], testdev["zip"] = submission(predictions["coco/test-dev"], row)
-            testdev["row"] = row
+            testdev_row = row
+            testdev_results, testdev_zip = submission(predictions["coco/test-dev"], row)
     metrics = {
         "rows": rows,
         "head_cost": head_cost,
         "transfer": {"interhand": interhand.get("metrics", {}), "3dpw": pw3d.get("metrics", {})},
-        "testdev": {testdev.get("row", METHOD): {"results_file": "data/07_model_output/testdev/person_keypoints_test-dev2017_posebh_results.json",
-                               "num_results": len(testdev["results"])}},
+        "testdev": {testdev_row: {"results_file": "data/07_model_output/testdev/person_keypoints_test-dev2017_posebh_results.json",
+                                  "num_results": len(testdev_results)}},
     }
     table = pd.concat(preds, ignore_index=True) if preds else pd.DataFrame()
-    return metrics, table, testdev["results"], testdev["zip"]
+    return metrics, table, testdev_results, testdev_zip

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from posebh.models import DEFAULT_HEAD, HEADS
 from posebh.pipelines.training.nodes import train_stage
-
-#: The keypoint heads a model can have (``model.head``); the comparison trains the one not in use.
-HEADS = ("heatmap", "sar")
 
 
 def other_head(head: str) -> str:
@@ -22,6 +20,6 @@ def train_other_head(
     """``heads.stage`` (default: the baseline's schedule) from scratch with the other head, also when
     ``baseline.import`` brings an official checkpoint (none exists for the other head); its stage
     is named ``baseline_<head>``."""
-    head = other_head(model.get("head", HEADS[0]))
+    head = other_head(model.get("head", DEFAULT_HEAD))
     stage = {"stage": {**(heads.get("stage") or baseline["stage"]), "name": f"baseline_{head}"}}
     return train_stage(instances, None, stage, {**model, "head": head}, objective, data, sources)
